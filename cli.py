@@ -1,0 +1,68 @@
+"""The `sar-cloud-removal` console command.
+
+Each subcommand lives beside the code it drives and exposes `add_arguments(parser)` and
+`run(args) -> int`; this module only dispatches, so heavy imports happen for the command in use
+only, and every command reports errors the same way: one sentence on stderr, no traceback.
+"""
+import argparse
+import importlib
+import sys
+
+from .core.errors import Cancelled, UserError
+
+# subcommand -> (module relative to this package, one-line help)
+COMMANDS = {
+    "remove": (".cli_remove", "remove clouds from an S2 image using a co-registered S1 image"),
+    "evaluate": (".training.evaluate", "score a model on a folder of S1/S2 triplets"),
+    "train": (".training.train", "train or fine-tune a network from a config file"),
+    "export": (".models.export", "export a trained checkpoint to ONNX with engine metadata"),
+    "bench": (".bench", "measure throughput and peak memory on generated scenes"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sar-cloud-removal",
+        description="Remove clouds from Sentinel-2 images with Sentinel-1 SAR (IB-HFN).")
+    parser.add_argument("--debug", action="store_true",
+                        help="show a full traceback for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name, __package__)
+        except ModuleNotFoundError as exc:
+            # The plugin zip ships the engine without training, evaluation and benchmark code.
+            missing, wanted = exc.name or "", __package__ + module_name
+            if not (wanted == missing or wanted.startswith(missing + ".")):
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except Cancelled as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted; no output was written.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug asks for the trace
+        if args.debug:
+            raise
+        print(f"\ninternal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
