@@ -69,7 +69,9 @@ def denormalise_s2(values: np.ndarray, offset: int, dtype, scale: float = S2_SCA
     fractions, as a float input has them.
     """
     dtype = np.dtype(dtype)
-    dn = values.astype(np.float64) * scale + offset
+    # float32 resolves DN to ~0.001 below 2**14, ample for rounding; float64 only if asked for.
+    work = np.float64 if dtype == np.float64 else np.float32
+    dn = values.astype(work) * work(scale) + work(offset)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return np.clip(np.rint(dn), info.min, info.max).astype(dtype)

@@ -28,3 +28,20 @@ def run_cli(*args, timeout=600, env=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def real_triplet(shared_data):
+    """The georeferenced SEN12MS-CR triplet (256×256), scaled to the network's [0, 1] inputs."""
+    from sar_cloud_removal.training.sen12mscr import find_triplets, read_triplet
+
+    return read_triplet(find_triplets(shared_data / "sen12mscr")[0])
+
+
+@pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The plugin zip exactly as `make package` builds it from this tree (built once)."""
+    from sar_cloud_removal.scripts.package import build_package
+    out = tmp_path_factory.mktemp("dist") / "sar_cloud_removal.zip"
+    build_package(out)
+    return out

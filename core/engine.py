@@ -1,0 +1,292 @@
+"""The one entry point every face calls: remove clouds from an S2 image with an S1 image.
+
+Everything a user can get wrong is checked before the first tile is computed, so a bad input
+costs seconds, not a half-finished hour. The output is then computed in blocks over one global
+tile grid: memory depends on the block and tile sizes only, never on the scene, and every pixel
+is blended from the same tiles whichever block it lies in (tiles that straddle two blocks are
+simply computed twice; inference is deterministic).
+"""
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import Cancelled, UserError
+from .geotiff import OutputPair
+from .grid import S1OnS2Grid, decimated_sample, open_raster, output_window, require_georeferencing
+from .sensors import (denormalise_s2, is_linear_power, normalise_s1, normalise_s2,
+                      resolve_s2_offset)
+from .tiling import BlendAccumulator, TileGrid, effective_tile_size, pad_to_tile
+
+# Output block side in pixels: a multiple of the GeoTIFF's 256-px tiles, so every write fills
+# whole file tiles, and large enough that few tiles are computed twice (about 25 % more tiles
+# than the image holds with 256-px tiles). Peak memory is about 400 MB at 2048 px: the block's
+# float32 sums (14 x 2048 x 2048) and its output in the S2 dtype, whatever the scene size.
+BLOCK_SIZE = 2048
+
+
+@dataclass
+class RemovalRequest:
+    """What to restore and how; see docs/ARCHITECTURE.md for each field."""
+    s2_path: str
+    s1_path: str
+    out_path: str
+    gate_path: Optional[str] = None
+    aoi: Optional[tuple] = None
+    aoi_crs: Optional[str] = None
+    model: str = "default"
+    backend: str = "auto"
+    device: str = "auto"
+    tile_size: Optional[int] = None
+    overlap: Optional[int] = None
+    s2_offset: object = "auto"
+    threads: Optional[int] = None
+    batch_size: int = 4
+
+
+@dataclass
+class RemovalResult:
+    out_path: str
+    gate_path: str
+    width: int
+    height: int
+    seconds: float
+    backend: str
+    device: str
+    model_name: str
+    messages: list = field(default_factory=list)
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+
+def default_gate_path(out_path) -> Path:
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}_gate.tif")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def _check_output_paths(out: Path, gate: Path, inputs) -> None:
+    for path, what in ((out, "output"), (gate, "gate output")):
+        if path.is_dir():
+            raise UserError(f"The {what} path {path} is a folder; give a file name such as "
+                            f"{path / 'restored.tif'}.")
+        if not path.parent.is_dir():
+            raise UserError(f"The folder {path.parent} for the {what} does not exist (or is not "
+                            f"a folder); create it or choose another path.")
+        if not os.access(path.parent, os.W_OK):
+            raise UserError(f"The folder {path.parent} is not writable; choose an output folder "
+                            f"you can write to.")
+        for source, role in inputs:
+            if _same_file(path, source):
+                raise UserError(f"The {what} path {path} is the {role} input; choose another "
+                                f"file name so the input is not overwritten.")
+    if _same_file(out, gate):
+        raise UserError(f"The gate output path is the same file as the restored output ({out}); "
+                        f"give them different names.")
+
+
+def _check_band_count(dataset, expected: int, role: str, band_names) -> None:
+    if dataset.count != expected:
+        raise UserError(f"The {role} image {dataset.name} has {dataset.count} bands but "
+                        f"{expected} are needed ({', '.join(band_names)}); give a {role} image "
+                        f"with exactly those bands.")
+
+
+def _invalid_value_mask(values: np.ndarray, nodata) -> np.ndarray:
+    """Pixels (rows x cols) where any band is NaN or equals the nodata value."""
+    invalid = np.zeros(values.shape[1:], bool)
+    if values.dtype.kind == "f":
+        invalid |= ~np.isfinite(values).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        invalid |= (values == nodata).any(axis=0)
+    return invalid
+
+
+def _nodata_or_default(nodata, dtype):
+    """The S2 nodata value, or the L1C convention (0; NaN for float images) when it has none."""
+    if nodata is not None:
+        return nodata
+    return 0 if np.dtype(dtype).kind in "iu" else np.nan
+
+
+def _fill(values: np.ndarray, invalid: np.ndarray) -> None:
+    """Replace invalid pixels, in place, by each band's mean over the valid ones (0 if none).
+
+    The network must not see NaN or a nodata sentinel; a plausible flat value keeps it from
+    inventing structure at the edge of a nodata area. Those pixels are written as nodata anyway.
+    """
+    if not invalid.any():
+        return
+    valid = ~invalid
+    for band in values:
+        band[invalid] = band[valid].mean() if valid.any() else 0.0
+
+
+@dataclass
+class _Scene:
+    """Everything the tile loop needs to read model inputs for a window of the output."""
+    s2: object
+    s1_grid: S1OnS2Grid
+    window: Window
+    offset: int
+    s1_linear: bool
+    s2_scale: float
+    s1_db_range: tuple
+
+    def read_tile(self, row: int, col: int, tile: int):
+        """Model inputs for the tile at (row, col) of the output (padded to tile x tile) and the
+        validity of its real pixels."""
+        height = min(tile, self.window.height - row)
+        width = min(tile, self.window.width - col)
+        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        dn = self.s2.read(window=window)
+        s2_invalid = _invalid_value_mask(dn, self.s2.nodata)
+        s2 = normalise_s2(dn, self.offset, self.s2_scale)
+        s1_raw = self.s1_grid.read(window)
+        s1_invalid = ~np.isfinite(s1_raw).all(axis=0)
+        s1 = normalise_s1(s1_raw, self.s1_linear, self.s1_db_range)
+        _fill(s2, s2_invalid)
+        _fill(s1, s1_invalid)
+        return pad_to_tile(s2, tile), pad_to_tile(s1, tile), ~(s2_invalid | s1_invalid)
+
+
+def _blocks(height: int, width: int):
+    for row in range(0, height, BLOCK_SIZE):
+        for col in range(0, width, BLOCK_SIZE):
+            yield row, col, min(BLOCK_SIZE, height - row), min(BLOCK_SIZE, width - col)
+
+
+def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, nodata, batch_size,
+             progress, is_cancelled) -> bool:
+    """Run the model over every block and write it; returns whether any pixel was invalid."""
+    blocks = [(block, grid.tiles_touching(*block)) for block in _blocks(grid.height, grid.width)]
+    total = sum(len(tiles) for _, tiles in blocks)
+    done = 0
+    any_invalid = False
+    dtype = scene.s2.dtypes[0]
+    for (row0, col0, height, width), tiles in blocks:
+        bands = scene.s2.count + 1   # the restored bands, then the gate
+        accumulator = BlendAccumulator(bands, row0, col0, height, width, grid.tile)
+        valid = np.zeros((height, width), bool)
+        for start in range(0, len(tiles), batch_size):
+            if is_cancelled():
+                raise Cancelled()
+            batch = tiles[start:start + batch_size]
+            s2_tiles, s1_tiles = [], []
+            for row, col in batch:
+                s2, s1, tile_valid = scene.read_tile(row, col, grid.tile)
+                s2_tiles.append(s2)
+                s1_tiles.append(s1)
+                _paste(valid, tile_valid, row - row0, col - col0)
+            restored, gate = backend.run(np.stack(s2_tiles), np.stack(s1_tiles))
+            for (row, col), tile_restored, tile_gate in zip(batch, restored, gate):
+                accumulator.add(np.concatenate([tile_restored, tile_gate]), row, col)
+            done += len(batch)
+            progress(done / total, f"tile {done} of {total}")
+        blended = accumulator.result()
+        out = np.empty((bands - 1, height, width), dtype)
+        for band in range(bands - 1):   # band by band: a whole-block temporary would be large
+            out[band] = denormalise_s2(blended[band], scene.offset, dtype, scene.s2_scale)
+        gate = np.clip(blended[-1:], 0, 1)
+        invalid = ~valid
+        if nodata is not None and out.dtype.kind in "iu":
+            # A valid pixel must not read as nodata: move it one DN away.
+            info = np.iinfo(out.dtype)
+            out[out == nodata] = nodata + 1 if nodata < info.max else nodata - 1
+        if invalid.any():
+            any_invalid = True
+            out[:, invalid] = _nodata_or_default(nodata, out.dtype)
+            gate[:, invalid] = np.nan
+        writer.write(Window(col0, row0, width, height), out, gate)
+    return any_invalid
+
+
+def _paste(target: np.ndarray, tile: np.ndarray, row: int, col: int) -> None:
+    """Copy the part of `tile` (placed at row, col relative to `target`) that falls inside it."""
+    r0, c0 = max(row, 0), max(col, 0)
+    r1 = min(row + tile.shape[0], target.shape[0])
+    c1 = min(col + tile.shape[1], target.shape[1])
+    if r0 < r1 and c0 < c1:
+        target[r0:r1, c0:c1] = tile[r0 - row:r1 - row, c0 - col:c1 - col]
+
+
+def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
+                  is_cancelled: Optional[Callable] = None) -> RemovalResult:
+    """Restore the S2 image of `request` and write the restored image and the gate layer.
+
+    `progress(fraction, message)` is called as tiles complete; `is_cancelled()` is polled between
+    batches and a True makes the run raise `Cancelled` with nothing left on disk.
+    """
+    from .backends import create_backend
+    from .model_spec import load_spec, resolve_model
+
+    started = time.perf_counter()
+    progress = progress or (lambda fraction, message: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    if request.batch_size < 1:
+        raise UserError(f"The batch size must be at least 1 (got {request.batch_size}).")
+    out_path = Path(request.out_path)
+    gate_path = Path(request.gate_path) if request.gate_path else default_gate_path(out_path)
+    files = resolve_model(request.model)
+    spec = load_spec(files)
+    messages = []
+    with ExitStack() as stack:
+        s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
+        s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
+        _check_band_count(s2, len(spec.s2_bands), "S2", spec.s2_bands)
+        _check_band_count(s1, len(spec.s1_bands), "S1", spec.s1_bands)
+        require_georeferencing(s2, "S2")
+        require_georeferencing(s1, "S1")
+        _check_output_paths(out_path, gate_path, [(Path(request.s2_path), "S2"),
+                                                  (Path(request.s1_path), "S1")])
+        window = output_window(s2, s1, request.aoi, request.aoi_crs)
+        overlap = spec.overlap if request.overlap is None else request.overlap
+        tile, note = effective_tile_size(
+            spec.tile_size if request.tile_size is None else request.tile_size, overlap,
+            spec.size_multiple, window.height, window.width)
+        if note:
+            messages.append(note)
+        grid = TileGrid(window.height, window.width, tile, overlap)
+
+        s2_sample = decimated_sample(s2, window)
+        offset, note = resolve_s2_offset(request.s2_offset, s2_sample,
+                                         np.isfinite(s2_sample).all(axis=0))
+        messages.append(note)
+        s1_linear = is_linear_power(decimated_sample(s1))
+        if s1_linear:
+            messages.append("The S1 image looks like linear power; converted it to dB.")
+
+        progress(0.0, "loading the model")
+        backend = create_backend(files, spec, backend=request.backend, device=request.device,
+                                 threads=request.threads)
+        stack.callback(backend.close)
+        messages += backend.messages
+        s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
+        transform = s2.window_transform(window)
+        writer = stack.enter_context(OutputPair(
+            out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
+            height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
+        scene = _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range)
+        any_invalid = _restore(scene, grid, backend, writer, s2.nodata, request.batch_size,
+                               progress, is_cancelled)
+        restored_nodata = _nodata_or_default(s2.nodata, s2.dtypes[0])
+        if any_invalid:
+            messages.append(f"Pixels without valid S1 or S2 data are written as nodata "
+                            f"({restored_nodata}).")
+        writer.commit(restored_nodata if any_invalid and s2.nodata is None else None)
+        backend_name, device = backend.name, backend.device
+    progress(1.0, "done")
+    return RemovalResult(out_path=str(out_path), gate_path=str(gate_path), width=window.width,
+                         height=window.height, seconds=time.perf_counter() - started,
+                         backend=backend_name, device=device, model_name=spec.name,
+                         messages=messages)

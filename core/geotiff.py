@@ -1,0 +1,106 @@
+"""Writing the restored image and the gate layer so that they appear together or not at all.
+
+Both GeoTIFFs grow window by window in hidden temporary files beside their targets (same folder,
+so the final rename is atomic on every file system) and take their real names only once both
+are complete. An error, a cancel or Ctrl-C removes the temporary files: users never find a
+half-written image that looks finished.
+"""
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from .errors import UserError
+
+_BLOCK = 256
+
+
+def _creation_options(dtype) -> dict:
+    # Horizontal differencing suits integers, the floating-point predictor suits floats.
+    predictor = 3 if np.dtype(dtype).kind == "f" else 2
+    return {"tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK, "compress": "deflate",
+            "predictor": predictor, "BIGTIFF": "IF_SAFER"}
+
+
+def _temporary_beside(target: Path) -> Path:
+    """A hidden, unique name in the target's folder (so the final rename stays atomic)."""
+    return target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.partial.tif")
+
+
+def _create(temp: Path, target: Path, profile: dict):
+    try:
+        return rasterio.open(temp, "w", **profile)
+    except RasterioIOError as exc:
+        raise UserError(f"Cannot write {target} ({exc}); choose an output folder you can "
+                        f"write to.") from None
+
+
+class OutputPair:
+    """The restored image and the gate layer being written; use as a context manager.
+
+    `restored_nodata` may be None when it is not known yet: `commit` sets it once the whole
+    image has been seen.
+    """
+
+    def __init__(self, out_path, gate_path, *, crs, transform, width, height, dtype, bands,
+                 restored_nodata=None):
+        self.targets = (Path(out_path), Path(gate_path))
+        self._profiles = (
+            dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height,
+                 count=bands, dtype=np.dtype(dtype).name, nodata=restored_nodata,
+                 **_creation_options(dtype)),
+            dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height,
+                 count=1, dtype="float32", nodata=np.nan, **_creation_options(np.float32)),
+        )
+        self._temps = []
+        self._datasets = []
+
+    def __enter__(self):
+        try:
+            for target, profile in zip(self.targets, self._profiles):
+                self._temps.append(_temporary_beside(target))
+                self._datasets.append(_create(self._temps[-1], target, profile))
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def write(self, window, restored: np.ndarray, gate: np.ndarray) -> None:
+        """Write one window of both outputs: (bands, h, w) in the output dtype and (1, h, w)."""
+        restored_ds, gate_ds = self._datasets
+        restored_ds.write(restored, window=window)
+        gate_ds.write(gate.astype(np.float32, copy=False), window=window)
+
+    def commit(self, restored_nodata=None) -> None:
+        """Finish both files and give them their real names; `restored_nodata` is set if given."""
+        if restored_nodata is not None:
+            self._datasets[0].nodata = restored_nodata
+        self._close()
+        out_target, gate_target = self.targets
+        out_temp, gate_temp = self._temps
+        os.replace(out_temp, out_target)
+        try:
+            os.replace(gate_temp, gate_target)
+        except BaseException:
+            out_target.unlink(missing_ok=True)
+            raise
+        self._temps = []
+
+    def __exit__(self, exc_type, exc, tb):
+        self._discard()
+
+    def _close(self) -> None:
+        while self._datasets:
+            self._datasets.pop().close()
+
+    def _discard(self) -> None:
+        """Remove whatever was not committed; a no-op after a successful commit."""
+        try:
+            self._close()
+        finally:
+            for temp in self._temps:
+                temp.unlink(missing_ok=True)
+            self._temps = []

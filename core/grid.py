@@ -1,0 +1,147 @@
+"""The output grid: the S2 pixel grid cropped to the area of interest, and S1 brought onto it.
+
+S1 and S2 rarely share a grid (other CRS, 10 m vs 20 m, shifted origins), but the network needs
+them pixel for pixel. The S2 grid is kept as it is, so the restored image lines up with the
+analyst's S2 layer exactly, and S1 is resampled onto it one window at a time through a GDAL warped
+view, so no whole scene is ever in memory.
+"""
+import math
+import os
+import warnings
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from .errors import UserError
+
+# Bounds that miss a pixel centre by less than this (in pixels) count as on the grid line; it
+# absorbs the float noise of coordinates that went through a CRS transformation.
+_SNAP_TOLERANCE_PX = 1e-3
+# Points per edge when transforming bounds between CRSs, so curved edges are followed.
+_DENSIFY_POINTS = 21
+# A decimated sample this many pixels on its longer side is plenty to judge value ranges.
+_SAMPLE_SIDE = 512
+
+
+def open_raster(path, role: str):
+    """Open a raster for reading, or explain in one sentence why it cannot be."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(str(path))
+    except RasterioIOError:
+        if not os.path.exists(path):
+            raise UserError(f"The {role} file {path} does not exist; check the path.") from None
+        raise UserError(f"The {role} file {path} is not a raster GDAL can read; give a GeoTIFF "
+                        f"or another GDAL format.") from None
+
+
+def require_georeferencing(dataset, role: str) -> None:
+    """Refuse rasters without a CRS or geotransform: they cannot be placed against each other."""
+    if dataset.crs is None or dataset.transform.is_identity:
+        raise UserError(f"The {role} image {dataset.name} has no georeferencing (CRS and "
+                        f"geotransform); give a georeferenced GeoTIFF.")
+    if not dataset.transform.is_rectilinear:
+        raise UserError(f"The {role} image {dataset.name} has a rotated geotransform; warp it "
+                        f"to a north-up grid first (e.g. with gdalwarp).")
+
+
+def _intersect(a, b):
+    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return box if box[0] < box[2] and box[1] < box[3] else None
+
+
+def _parse_crs(text):
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        raise UserError(f"The AOI CRS {text!r} is not a coordinate reference system GDAL knows; "
+                        f"give it as e.g. EPSG:4326.") from None
+
+
+def output_window(s2, s1, aoi=None, aoi_crs=None) -> Window:
+    """The S2 pixel window to restore: the AOI (or else the S1/S2 overlap) snapped to S2 pixels.
+
+    The AOI is widened to whole S2 pixels so it is fully covered, then cut to the part both
+    images cover, because outside S1 there is nothing to reconstruct clouds from.
+    """
+    s1_bounds = transform_bounds(s1.crs, s2.crs, *s1.bounds, densify_pts=_DENSIFY_POINTS)
+    overlap = _intersect(tuple(s2.bounds), s1_bounds)
+    if overlap is None:
+        raise UserError(f"The S1 image {s1.name} and the S2 image {s2.name} do not overlap; "
+                        f"give an S1 image of the same place.")
+    area = overlap
+    if aoi is not None:
+        xmin, ymin, xmax, ymax = (float(v) for v in aoi)
+        if not (xmin < xmax and ymin < ymax):
+            raise UserError(f"The AOI {aoi} is empty; give xmin,ymin,xmax,ymax with xmin < xmax "
+                            f"and ymin < ymax.")
+        crs = s2.crs if aoi_crs is None else _parse_crs(aoi_crs)
+        aoi_in_s2 = transform_bounds(crs, s2.crs, xmin, ymin, xmax, ymax,
+                                     densify_pts=_DENSIFY_POINTS)
+        area = _intersect(overlap, aoi_in_s2)
+        if area is None:
+            raise UserError(f"The AOI {aoi} ({crs.to_string()}) lies outside the area covered by "
+                            f"both the S1 and the S2 image; draw it over the scene.")
+    return _snap(area, s2)
+
+
+def _snap(bounds, dataset) -> Window:
+    inverse = ~dataset.transform
+    xs, ys = zip(*(inverse * corner for corner in
+                   ((bounds[0], bounds[1]), (bounds[0], bounds[3]),
+                    (bounds[2], bounds[1]), (bounds[2], bounds[3]))))
+    col0 = max(0, math.floor(min(xs) + _SNAP_TOLERANCE_PX))
+    row0 = max(0, math.floor(min(ys) + _SNAP_TOLERANCE_PX))
+    col1 = min(dataset.width, math.ceil(max(xs) - _SNAP_TOLERANCE_PX))
+    row1 = min(dataset.height, math.ceil(max(ys) - _SNAP_TOLERANCE_PX))
+    if col1 <= col0 or row1 <= row0:
+        raise UserError("The AOI is smaller than one S2 pixel; draw a larger area.")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def decimated_sample(dataset, window: Window = None, side: int = _SAMPLE_SIDE) -> np.ndarray:
+    """A nearest-neighbour sample of all bands, at most `side` px on its longer side, as float64.
+
+    Nodata becomes NaN. Value-range decisions (DN offset, linear vs dB) need only a sample, and
+    reading one keeps memory flat however big the scene is.
+    """
+    window = window or Window(0, 0, dataset.width, dataset.height)
+    scale = max(1.0, max(window.width, window.height) / side)
+    shape = (dataset.count, max(1, round(window.height / scale)), max(1, round(window.width / scale)))
+    sample = dataset.read(window=window, out_shape=shape,
+                          resampling=Resampling.nearest).astype(np.float64)
+    if dataset.nodata is not None:
+        sample[sample == dataset.nodata] = np.nan
+    return sample
+
+
+class S1OnS2Grid:
+    """Read S1 resampled (bilinear) onto windows of the S2 pixel grid, as float32.
+
+    Pixels S1 does not cover, and S1 nodata, come back as NaN. Resampling happens in the units
+    S1 is stored in, before any dB conversion.
+    """
+
+    def __init__(self, s1, s2):
+        self._vrt = WarpedVRT(s1, crs=s2.crs, transform=s2.transform, width=s2.width,
+                              height=s2.height, resampling=Resampling.bilinear,
+                              src_nodata=s1.nodata, nodata=np.nan, dtype="float32")
+
+    def read(self, window: Window) -> np.ndarray:
+        return self._vrt.read(window=window)
+
+    def close(self) -> None:
+        self._vrt.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,129 @@
+"""Cutting an image into overlapping model-sized tiles and blending their predictions back.
+
+One global tile grid covers the whole output; the engine walks it block by block, so a pixel
+is always blended from the same tiles with the same weights, whichever block it falls in. The
+weights fall smoothly towards each tile's border, which hides the seams a network leaves where
+its receptive field runs out of context.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+
+# Keeps pixels that only one tile covers (at image edges) from getting a zero weight.
+_WEIGHT_FLOOR = 1e-3
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def effective_tile_size(tile: int, overlap: int, size_multiple: int, height: int, width: int):
+    """Check the user's tile size and overlap and fit them to the model and the image.
+
+    The tile is rounded up to the model's size multiple, and shrunk to the image (rounded up
+    the same way) when the image is smaller, so a small AOI does not pay for a full tile.
+    Returns (tile, note or None).
+    """
+    if tile <= 0:
+        raise UserError(f"The tile size must be a positive number of pixels (got {tile}).")
+    if overlap < 0:
+        raise UserError(f"The tile overlap must not be negative (got {overlap}).")
+    fitted = round_up(tile, size_multiple)
+    if overlap >= fitted:
+        raise UserError(f"The tile overlap ({overlap} px) must be smaller than the tile "
+                        f"size ({fitted} px).")
+    note = None
+    if fitted != tile:
+        note = (f"Rounded the tile size up from {tile} to {fitted} px, a multiple of the "
+                f"model's {size_multiple}.")
+    return min(fitted, round_up(max(height, width), size_multiple)), note
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list:
+    """Offsets of the tiles along one axis: every `tile - overlap` px, the last flush with the end.
+
+    Flushing the last tile with the image end keeps padding to images smaller than one tile.
+    """
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles covering a `height` x `width` image; offsets are relative to the image."""
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+
+    @property
+    def rows(self):
+        return tile_starts(self.height, self.tile, self.overlap)
+
+    @property
+    def cols(self):
+        return tile_starts(self.width, self.tile, self.overlap)
+
+    def tiles_touching(self, row0: int, col0: int, height: int, width: int) -> list:
+        """(row, col) offsets of every tile that overlaps the given block of the image."""
+        return [(r, c) for r in self.rows if r < row0 + height and r + self.tile > row0
+                for c in self.cols if c < col0 + width and c + self.tile > col0]
+
+
+def pad_to_tile(array: np.ndarray, tile: int) -> np.ndarray:
+    """Reflect-pad a (bands, rows, cols) array at its bottom and right to tile x tile.
+
+    Reflection keeps image statistics at the padded border, where constant padding would show
+    the network a hard edge it could bleed into the real pixels.
+    """
+    rows, cols = array.shape[-2:]
+    if rows == tile and cols == tile:
+        return array
+    return np.pad(array, ((0, 0), (0, tile - rows), (0, tile - cols)), mode="reflect")
+
+
+def blend_window(tile: int) -> np.ndarray:
+    """A tile x tile raised-cosine weight (float32), highest at the centre, never zero."""
+    ramp = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
+    ramp = _WEIGHT_FLOOR + (1 - _WEIGHT_FLOOR) * ramp
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+class BlendAccumulator:
+    """Weighted sums of tile predictions over one output block.
+
+    All bands share one weight sum, accumulated in the same order as the weighted values, so a
+    band of ones (a clear-sky gate) blends to exactly 1 wherever tiles overlap.
+    """
+
+    def __init__(self, bands: int, row0: int, col0: int, height: int, width: int, tile: int):
+        self.row0, self.col0, self.height, self.width = row0, col0, height, width
+        self.window = blend_window(tile)
+        self.total = np.zeros((bands, height, width), np.float32)
+        self.weight = np.zeros((height, width), np.float32)
+
+    def add(self, prediction: np.ndarray, row: int, col: int) -> None:
+        """Add a (bands, tile, tile) prediction whose tile starts at image offset (row, col)."""
+        r0, c0 = max(row, self.row0), max(col, self.col0)
+        r1 = min(row + prediction.shape[1], self.row0 + self.height)
+        c1 = min(col + prediction.shape[2], self.col0 + self.width)
+        if r0 >= r1 or c0 >= c1:
+            return
+        src = np.s_[r0 - row:r1 - row, c0 - col:c1 - col]
+        dst = np.s_[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0]
+        weight = self.window[src]
+        self.total[(slice(None),) + dst] += prediction[(slice(None),) + src] * weight
+        self.weight[dst] += weight
+
+    def result(self) -> np.ndarray:
+        """The blended block, (bands, height, width) float32; every pixel must have been covered.
+
+        Divides in place (the accumulator is spent afterwards): a block's sums are its largest
+        arrays, and a copy would double the engine's peak memory.
+        """
+        self.total /= self.weight
+        return self.total

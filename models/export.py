@@ -1,0 +1,182 @@
+"""Saving networks as the model files the engine reads, and the `export` command.
+
+A model file is only usable when it carries a spec (docs/ARCHITECTURE.md, "Model contract"), so
+every writer goes through here: `save_checkpoint` for torch, `export_onnx` for ONNX. Both check
+the spec first and write atomically (a temporary file renamed into place), so an interrupted run
+never leaves a half-written model where the engine would find it.
+"""
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.errors import UserError
+from ..core.model_spec import SPEC_KEY, make_spec, read_checkpoint, validate_spec
+from .registry import ARCHITECTURES, build, resolved_config
+
+ONNX_OPSET = 17
+# The trace runs on a small dummy batch: ONNX graphs are traced, and the axes named here stay free.
+_DYNAMIC_AXES = {"batch": 0, "height": 2, "width": 3}
+_TRACE_BATCH = 2
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(temporary_path), then rename the result onto `path`."""
+    path = Path(path)
+    # A plain name rather than tempfile.mkstemp, whose 0600 mode would make shipped models
+    # unreadable to other users.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(str(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _checked_spec(model: nn.Module, spec: dict, path) -> dict:
+    validate_spec(spec, str(path))
+    multiple = getattr(model, "size_multiple", 1)
+    if spec["size_multiple"] % multiple:
+        raise UserError(f"The spec for {path} gives size_multiple {spec['size_multiple']} but the "
+                        f"{spec['architecture']} network needs multiples of {multiple}.")
+    return spec
+
+
+def save_checkpoint(model: nn.Module, spec: dict, path, extra: dict = None) -> None:
+    """Write {"spec", "state_dict"} (+ `extra`, e.g. optimizer state for resuming) to `path`.
+
+    The engine's torch backend loads exactly this, rebuilding the network from the spec.
+    """
+    checkpoint = dict(extra or {}, spec=_checked_spec(model, spec, path),
+                      state_dict=model.state_dict())
+    _write_atomically(Path(path), lambda temporary: torch.save(checkpoint, temporary))
+
+
+class _ExportedOutputs(nn.Module):
+    """The network as the ONNX graph sees it: only the outputs the engine reads (no KL)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor):
+        output = self.network(s2, s1)
+        return output.restored, output.gate
+
+
+def export_onnx(model: nn.Module, spec: dict, path) -> None:
+    """Trace `model` in eval mode into an ONNX graph with inputs `s2`, `s1`, outputs `restored`,
+    `gate` (batch, height and width free) and the spec in its metadata, checked by onnx.checker.
+    """
+    import onnx
+
+    _checked_spec(model, spec, path)
+    wrapper = _ExportedOutputs(model)
+    was_training = model.training
+    wrapper.eval()
+    side = spec["size_multiple"] * max(1, 32 // spec["size_multiple"])
+    dummy = (torch.rand(_TRACE_BATCH, len(spec["s2_bands"]), side, side),
+             torch.rand(_TRACE_BATCH, len(spec["s1_bands"]), side, side))
+    buffer = io.BytesIO()
+    try:
+        torch.onnx.export(
+            wrapper, dummy, buffer, dynamo=False, opset_version=ONNX_OPSET,
+            input_names=list(spec["inputs"].values()), output_names=list(spec["outputs"].values()),
+            dynamic_axes={name: {axis: label for label, axis in _DYNAMIC_AXES.items()}
+                          for name in [*spec["inputs"].values(), *spec["outputs"].values()]})
+    finally:
+        model.train(was_training)
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(graph, {SPEC_KEY: json.dumps(spec)})
+    onnx.checker.check_model(graph, full_check=True)
+    _write_atomically(Path(path), lambda temporary: onnx.save(graph, temporary))
+
+
+def load_network(path) -> tuple:
+    """(network in eval mode, spec dict) from a checkpoint written by `save_checkpoint`."""
+    checkpoint = read_checkpoint(Path(path))
+    spec = validate_spec(checkpoint["spec"], str(path))
+    network = build(spec.architecture, **spec.config)
+    try:
+        network.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"The weights in {path} do not fit the {spec.architecture} network its "
+                        f"spec describes; use a checkpoint saved with this spec.") from exc
+    return network.eval(), spec.raw
+
+
+def initial_network(architecture: str, config: dict = None, seed: int = 0) -> nn.Module:
+    """A freshly initialised network, reproducible from `seed` (for shipping untrained defaults
+    and for tests)."""
+    torch.manual_seed(seed)
+    return build(architecture, **(config or {}))
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT.pt",
+                        help="a checkpoint written by `sar-cloud-removal train`")
+    source.add_argument("--untrained", metavar="ARCHITECTURE", choices=sorted(ARCHITECTURES),
+                        help="export a freshly initialised network instead (seeded; "
+                             f"one of {', '.join(sorted(ARCHITECTURES))})")
+    parser.add_argument("--config", metavar="JSON", default="{}",
+                        help="architecture settings for --untrained, e.g. '{\"width\": 24}'")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained")
+    parser.add_argument("--out", required=True, metavar="MODEL.onnx",
+                        help="the ONNX file to write; a torch checkpoint with the same spec is "
+                             "written beside it as MODEL.pt unless --onnx-only")
+    parser.add_argument("--onnx-only", action="store_true",
+                        help="do not write the MODEL.pt beside the ONNX file")
+    parser.add_argument("--name", help="model name in the spec (default: the checkpoint's, or the "
+                                       "output file name)")
+    parser.add_argument("--version", help="model version in the spec (default: the checkpoint's, "
+                                          "or 0.1.0-untrained)")
+    parser.add_argument("--tile-size", type=int, help="engine tile size (default: the "
+                                                      "checkpoint's, or 256)")
+    parser.add_argument("--overlap", type=int, help="engine tile overlap (default: the "
+                                                    "checkpoint's, or 32)")
+
+
+def _parse_config(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise UserError(f"--config must be a JSON object such as '{{\"width\": 24}}', "
+                        f"not {text!r}.")
+    return config
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"The output {out} must end in .onnx.")
+    if not out.parent.is_dir():
+        raise UserError(f"The output folder {out.parent} does not exist; create it first.")
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise UserError(f"The checkpoint {args.checkpoint} does not exist.")
+        network, stored = load_network(args.checkpoint)
+    else:
+        config = resolved_config(args.untrained, _parse_config(args.config))
+        network = initial_network(args.untrained, config, args.seed).eval()
+        stored = make_spec(out.stem, "0.1.0-untrained", args.untrained, config,
+                           size_multiple=network.size_multiple)
+    spec = make_spec(args.name or stored["name"], args.version or stored["version"],
+                     stored["architecture"], stored["config"],
+                     tile_size=args.tile_size or stored["tile_size"],
+                     overlap=stored["overlap"] if args.overlap is None else args.overlap,
+                     size_multiple=stored["size_multiple"])
+    export_onnx(network, spec, out)
+    written = [out]
+    if not args.onnx_only:
+        save_checkpoint(network, spec, out.with_suffix(".pt"))
+        written.append(out.with_suffix(".pt"))
+    print(f"Wrote {' and '.join(map(str, written))} (model '{spec['name']}' "
+          f"{spec['version']}, {spec['architecture']}).")
+    return 0

@@ -1,0 +1,175 @@
+"""IB-HFN: the information-bottleneck-driven high-fidelity SAR-optical fusion network (seeds
+000/001), realised as SPEC §5 describes.
+
+    s2 ─ optical encoder ─ o0 ─────────────────────────────┐ (skip, optical only)
+                           o1..oD ─┐                        decoder ── reconstruction ─┐
+    s1 ─ SAR encoder ───── s1..sD ─┴ bottleneck fusion ─────┘   │                      │
+                                     (one per level 1..D)       └─ local–global gate g │
+    s2 ─ 3×3 Dirac skip ─────────────────────────────────────────────────────────────────┤
+                                    restored = g · skip(s2) + (1 − g) · reconstruction
+
+The two streams never mix before the bottleneck fusion, and SAR never enters at full resolution,
+where its speckle is strongest. The paper publishes no widths or depths; the defaults are sized
+for the efficient end (≈1.1 M parameters, ≈3.6 GMAC per 256² patch) so it trains on a CPU.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import conv3x3, res_blocks
+from .network_io import S1_CHANNELS, S2_CHANNELS, NetworkOutput
+
+# log σ² is clamped so that exp() can neither overflow nor vanish while the bottleneck is young.
+_LOGVAR_LIMIT = 8.0
+# The gate starts mostly open (sigmoid(2) ≈ 0.88) so that, with the Dirac skip, an untrained
+# network already passes clear pixels through and training only has to learn where to close it.
+_GATE_INIT_LOGIT = 2.0
+
+
+class Encoder(nn.Module):
+    """A stem at full resolution, then `downsamplings` stride-2 stages; returns every level."""
+
+    def __init__(self, in_channels: int, widths: list, depth: int):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.ReLU(inplace=True),
+                                  res_blocks(widths[0], depth))
+        self.stages = nn.ModuleList(
+            nn.Sequential(conv3x3(w_in, w_out, stride=2), nn.ReLU(inplace=True),
+                          res_blocks(w_out, depth))
+            for w_in, w_out in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> list:
+        levels = [self.stem(x)]
+        for stage in self.stages:
+            levels.append(stage(levels[-1]))
+        return levels
+
+
+class SpatialBottleneckFusion(nn.Module):
+    """SIBF: compress SAR features through a channel-wise variational information bottleneck,
+    then fuse them into the optical features.
+
+    1×1 convolutions predict μ and log σ² per channel and pixel. Training samples
+    z = μ + σ·ε, which makes SAR detail that cannot survive the noise (unstructured speckle)
+    costly to carry; inference uses z = μ, so outputs are deterministic. With
+    `variational=False` (the ablation) z is a plain 1×1 projection and the KL is zero.
+
+    The KL to N(0, 1) is the mean over batch, channels and pixels: per latent element, so its
+    weight β means the same whatever the width and the patch size.
+    """
+
+    def __init__(self, optical_channels: int, sar_channels: int, variational: bool = True):
+        super().__init__()
+        self.mu = nn.Conv2d(sar_channels, sar_channels, 1)
+        self.logvar = nn.Conv2d(sar_channels, sar_channels, 1) if variational else None
+        self.fuse = nn.Conv2d(optical_channels + sar_channels, optical_channels, 1)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor):
+        mu = self.mu(sar)
+        if self.logvar is None:
+            z, kl = mu, mu.new_zeros(())
+        else:
+            logvar = self.logvar(sar).clamp(-_LOGVAR_LIMIT, _LOGVAR_LIMIT)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+            kl = 0.5 * torch.mean(mu.square() + logvar.exp() - 1.0 - logvar)
+        fused = optical + F.relu(self.fuse(torch.cat([optical, z], dim=1)))
+        return fused, kl
+
+
+class LocalGlobalGate(nn.Module):
+    """g = sigmoid(local conv branch + broadcast global context from a pooled MLP).
+
+    The local branch sees full-resolution decoder features (where is it clear?); the global
+    branch sees the pooled deepest fused features (how cloudy is this patch overall?), which
+    shifts the whole gate at once.
+    """
+
+    def __init__(self, local_channels: int, global_channels: int):
+        super().__init__()
+        self.local = nn.Sequential(conv3x3(local_channels, local_channels), nn.ReLU(inplace=True),
+                                   nn.Conv2d(local_channels, 1, 1))
+        hidden = max(global_channels // 4, 8)
+        self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(global_channels, hidden, 1),
+                                     nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+        nn.init.constant_(self.local[-1].bias, _GATE_INIT_LOGIT)
+
+    def forward(self, local: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.local(local) + self.context(deep))
+
+
+class Upsample(nn.Module):
+    """×2 up with a channel change: 1×1 conv at the low resolution (cheaper), then bilinear."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.project = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.project(x), scale_factor=2.0, mode="bilinear",
+                             align_corners=False)
+
+
+class IBHFN(nn.Module):
+    """The network; see the module docstring for the data flow.
+
+    width: optical channels at full resolution, doubled at every downsampling.
+    sar_width: the same for the SAR stream (narrower by default: SAR has 2 bands and is only
+        fused at the downsampled levels).
+    depth: residual blocks per level, in the encoders and the decoder.
+    downsamplings: number of stride-2 stages; H and W must be multiples of 2**downsamplings.
+    use_bottleneck, use_gate, dirac_skip: switch off SIBF's variational bottleneck (plain 1×1
+        fusion, KL 0), the gate (restored = skip + reconstruction, gate of ones) or the Dirac
+        initialisation of the skip (PyTorch's default init), for the ablations.
+    """
+
+    def __init__(self, width: int = 16, sar_width: int = 8, depth: int = 1,
+                 downsamplings: int = 3, use_bottleneck: bool = True, use_gate: bool = True,
+                 dirac_skip: bool = True):
+        super().__init__()
+        if min(width, sar_width, downsamplings) < 1 or depth < 0:
+            raise ValueError("width, sar_width and downsamplings must be at least 1 and depth "
+                             "at least 0")
+        widths = [width * 2 ** level for level in range(downsamplings + 1)]
+        sar_widths = [sar_width * 2 ** level for level in range(downsamplings + 1)]
+        self.size_multiple = 2 ** downsamplings
+        self.use_gate = use_gate
+
+        self.optical_encoder = Encoder(S2_CHANNELS, widths, depth)
+        self.sar_encoder = Encoder(S1_CHANNELS, sar_widths, depth)
+        # Level 0 is never fused: SAR at full resolution is mostly speckle.
+        self.fusions = nn.ModuleList(
+            SpatialBottleneckFusion(w, s, variational=use_bottleneck)
+            for w, s in zip(widths[1:], sar_widths[1:]))
+        self.deep_blocks = res_blocks(widths[-1], depth)
+        self.upsamples = nn.ModuleList(Upsample(w_in, w_out)
+                                       for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]))
+        self.decoder_blocks = nn.ModuleList(res_blocks(w, depth) for w in widths[-2::-1])
+        self.reconstruction = conv3x3(widths[0], S2_CHANNELS)
+        self.gate = LocalGlobalGate(widths[0], widths[-1]) if use_gate else None
+
+        self.skip = conv3x3(S2_CHANNELS, S2_CHANNELS)
+        if dirac_skip:
+            nn.init.dirac_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> NetworkOutput:
+        optical = self.optical_encoder(s2)
+        sar = self.sar_encoder(s1)
+        skips, kls = [optical[0]], []
+        for fusion, o, s in zip(self.fusions, optical[1:], sar[1:]):
+            fused, kl = fusion(o, s)
+            skips.append(fused)
+            kls.append(kl)
+        deep = self.deep_blocks(skips[-1])
+        x = deep
+        for upsample, blocks, skip in zip(self.upsamples, self.decoder_blocks, skips[-2::-1]):
+            x = blocks(upsample(x) + skip)
+
+        reconstruction = self.reconstruction(x)
+        passthrough = self.skip(s2)
+        if self.gate is None:
+            restored, gate = passthrough + reconstruction, torch.ones_like(s2[:, :1])
+        else:
+            gate = self.gate(x, deep)
+            restored = gate * passthrough + (1.0 - gate) * reconstruction
+        return NetworkOutput(restored=restored, gate=gate, kl=torch.stack(kls).mean())

@@ -1,0 +1,160 @@
+"""IB-HFN's joint loss (SPEC §5): reconstruction (L1), structure (SSIM), spectral fidelity (SAM),
+contrastive sharpness and the bottleneck KL, balanced over training by a dynamic schedule.
+
+All images are N×C×H×W on the [0, 1] network scale. SSIM uses the metric's exact definition
+(core/metrics.py: 11-px Gaussian window, σ 1.5, C1 = 0.01², C2 = 0.03², zero padding), so the
+training signal is the number the evaluation reports. SAM is in radians here (the metric reports
+degrees), which keeps it on the scale of the other terms.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.metrics import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW
+from .network_io import NetworkOutput
+
+# The hazy negative of the sharpness term: the target blurred well beyond the SSIM window's
+# scale, so its edges are clearly softer than any acceptable restoration.
+HAZE_SIGMA = 2.0
+HAZE_WINDOW = 13
+# Keeps the sharpness ratio defined on flat images (water), where all gradients vanish.
+_SHARPNESS_EPS = 1e-3
+# Spectra shorter than this have no direction; they score 90°, as in core.metrics.sam.
+_NORM_EPS = 1e-12
+
+
+def _gaussian_kernel(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - size // 2
+    kernel = torch.exp(-x.square() / (2.0 * sigma ** 2))
+    return kernel / kernel.sum()
+
+
+def _separable_blur(images: torch.Tensor, kernel: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Filter every channel of N×C×H×W with kernel ⊗ kernel, keeping H×W."""
+    channels, radius = images.shape[1], kernel.numel() // 2
+    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    if padding_mode == "zeros":
+        out = F.conv2d(images, rows, padding=(radius, 0), groups=channels)
+        return F.conv2d(out, cols, padding=(0, radius), groups=channels)
+    out = F.conv2d(F.pad(images, (0, 0, radius, radius), mode=padding_mode), rows,
+                   groups=channels)
+    return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode=padding_mode), cols, groups=channels)
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM over batch, bands and pixels; 1 for identical images."""
+    kernel = _gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA, pred)
+
+    def blur(x):
+        return _separable_blur(x, kernel, "zeros")
+
+    mu_p, mu_t = blur(pred), blur(target)
+    var_p = blur(pred * pred) - mu_p.square()
+    var_t = blur(target * target) - mu_t.square()
+    cov = blur(pred * target) - mu_p * mu_t
+    ssim_map = ((2 * mu_p * mu_t + SSIM_C1) * (2 * cov + SSIM_C2)
+                / ((mu_p.square() + mu_t.square() + SSIM_C1) * (var_p + var_t + SSIM_C2)))
+    return ssim_map.mean()
+
+
+def spectral_angle(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean angle between the band vectors of each pixel, in radians.
+
+    Computed as 2·atan2(|p̂ − t̂|, |p̂ + t̂|) on unit vectors instead of acos(p̂·t̂): acos has an
+    infinite derivative at identical spectra, which is exactly where a good restoration lives.
+    """
+    p = pred / torch.linalg.vector_norm(pred, dim=1, keepdim=True).clamp_min(_NORM_EPS)
+    t = target / torch.linalg.vector_norm(target, dim=1, keepdim=True).clamp_min(_NORM_EPS)
+    return (2.0 * torch.atan2(torch.linalg.vector_norm(p - t, dim=1),
+                              torch.linalg.vector_norm(p + t, dim=1))).mean()
+
+
+def _gradient_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image: mean |∇a − ∇b| over both finite-difference directions (an N vector)."""
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return 0.5 * (dx.abs().flatten(1).mean(1) + dy.abs().flatten(1).mean(1))
+
+
+def hazy_negative(target: torch.Tensor) -> torch.Tensor:
+    """The target blurred: what a hazy, over-smoothed restoration would look like."""
+    return _separable_blur(target, _gaussian_kernel(HAZE_WINDOW, HAZE_SIGMA, target), "reflect")
+
+
+def contrastive_sharpness(pred: torch.Tensor, target: torch.Tensor,
+                          cloudy: torch.Tensor) -> torch.Tensor:
+    """How much nearer the output's gradients are to a hazy negative's than to the target's.
+
+    Per image d⁺ = D(pred, target) and d⁻ = the mean D to the negatives (the blurred target and
+    the cloudy input), with D the mean absolute difference of image gradients; the loss is
+    d⁺ / (d⁺ + d⁻ + ε), in [0, 1]: 0 when the output has the target's edges, near 1 when it has
+    a negative's. Where the cloudy input equals the target (clear sky) that negative adds the
+    same to both sides and so pushes nowhere, and the bounded ratio cannot explode.
+    """
+    positive = _gradient_distance(pred, target)
+    negative = 0.5 * (_gradient_distance(pred, hazy_negative(target))
+                      + _gradient_distance(pred, cloudy))
+    return (positive / (positive + negative + _SHARPNESS_EPS)).mean()
+
+
+def _ramp(step: int, start: int, length: int) -> float:
+    """0 before `start`, then linearly up to 1 over `length` steps."""
+    if length <= 0:
+        return float(step >= start)
+    return min(max((step - start) / length, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class DynamicWeights:
+    """The weight of each loss term at a training step.
+
+    L1 carries the first `settle_steps` alone (with the KL warming up), since structure,
+    spectral and sharpness terms only give useful directions once the output is roughly
+    right; they then ramp in linearly over `ramp_steps`. The KL weight β ramps from 0 over
+    `kl_warmup_steps`, so the bottleneck does not collapse before the decoder learns to use
+    SAR features. Every weight is non-decreasing in the step.
+    """
+    l1: float = 1.0
+    ssim: float = 0.2
+    sam: float = 0.1
+    sharpness: float = 0.05
+    kl: float = 0.01
+    kl_warmup_steps: int = 1000
+    settle_steps: int = 300
+    ramp_steps: int = 700
+
+    def at(self, step: int) -> dict:
+        structure = _ramp(step, self.settle_steps, self.ramp_steps)
+        return {"l1": self.l1, "ssim": self.ssim * structure, "sam": self.sam * structure,
+                "sharpness": self.sharpness * structure,
+                "kl": self.kl * _ramp(step, 0, self.kl_warmup_steps)}
+
+
+class JointLoss(nn.Module):
+    """total = Σ weight(step) · term; returns (total, {term: detached value}).
+
+    The terms are the quantities minimised: "l1", "ssim" (= 1 − SSIM), "sam" (radians),
+    "sharpness" and "kl"; `weights.at(step)` uses the same keys.
+    """
+
+    def __init__(self, weights: DynamicWeights = DynamicWeights()):
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, output: NetworkOutput, target: torch.Tensor, cloudy: torch.Tensor,
+                step: int):
+        restored = output.restored
+        terms = {"l1": l1_loss(restored, target), "ssim": 1.0 - ssim(restored, target),
+                 "sam": spectral_angle(restored, target),
+                 "sharpness": contrastive_sharpness(restored, target, cloudy),
+                 "kl": output.kl}
+        weights = self.weights.at(step)
+        total = sum(weights[name] * value for name, value in terms.items())
+        return total, {name: value.detach() for name, value in terms.items()}

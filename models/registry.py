@@ -1,0 +1,57 @@
+"""The networks the tools can build by name, so a model file's spec (architecture + config) is
+enough to rebuild it, and training, evaluation and export need no per-network code."""
+import inspect
+
+from torch import nn
+
+from ..core.errors import UserError
+from .dsen2cr import DSen2CR
+from .ibhfn import IBHFN
+from .identity import IdentityNetwork
+from .network_io import NetworkOutput
+
+__all__ = ["ARCHITECTURES", "NetworkOutput", "build", "resolved_config"]
+
+ARCHITECTURES = {
+    "ibhfn": IBHFN,
+    "dsen2cr": DSen2CR,
+    "identity": IdentityNetwork,
+}
+
+
+def _network_class(architecture: str) -> type:
+    if architecture not in ARCHITECTURES:
+        raise UserError(f"Unknown network architecture '{architecture}'; use one of "
+                        f"{', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[architecture]
+
+
+def build(architecture: str, **config) -> nn.Module:
+    """A freshly initialised network; every network has a `size_multiple` attribute and
+    `forward(s2, s1) -> NetworkOutput`.
+
+    Raises UserError for an unknown architecture or config, since both come from a model file or
+    a training config the user supplied.
+    """
+    network_class = _network_class(architecture)
+    try:
+        return network_class(**config)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"The {architecture} configuration {config} is invalid ({exc}); fix the "
+                        f"model spec or training config.") from exc
+
+
+def resolved_config(architecture: str, config: dict) -> dict:
+    """`config` completed with the network's defaults, to store in a model spec.
+
+    A spec that names every setting keeps rebuilding the same network even if a default changes
+    in a later release.
+    """
+    parameters = {name: p for name, p in
+                  inspect.signature(_network_class(architecture)).parameters.items()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(config) - set(parameters))
+    if unknown:
+        raise UserError(f"The {architecture} network has no setting {', '.join(unknown)}; use "
+                        f"{', '.join(parameters) or 'none'}.")
+    return {name: config.get(name, p.default) for name, p in parameters.items()}

@@ -1,0 +1,31 @@
+"""The Processing provider that puts the plugin's algorithm in the Toolbox, batch mode, the
+modeler and `qgis_process`."""
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .remove_clouds import RemoveCloudsAlgorithm
+
+ICON_PATH = Path(__file__).resolve().parents[1] / "icon.png"
+
+
+class SarCloudRemovalProvider(QgsProcessingProvider):
+    """Provider `sar_cloud_removal`; the plugin registers it in `initProcessing()`."""
+
+    def id(self):
+        return "sar_cloud_removal"
+
+    def name(self):
+        return "SAR Cloud Removal"
+
+    def icon(self):
+        return QIcon(str(ICON_PATH))
+
+    def loadAlgorithms(self):
+        self.addAlgorithm(RemoveCloudsAlgorithm())
+
+    def supportedOutputRasterLayerExtensions(self):
+        """The engine writes GeoTIFF only, so other extensions are refused up front instead of
+        producing a .tif with a misleading name."""
+        return ["tif"]

@@ -1,0 +1,182 @@
+"""`sar_cloud_removal:remove_clouds`: the engine as a Processing algorithm.
+
+Processing gives batch mode, the graphical modeler and `qgis_process` for free, and runs the
+algorithm in a background thread, so this class only turns parameters into a `RemovalRequest` and
+relays progress, cancel and errors; every check and all the work stay in `core.engine`, the code
+path the dock and the CLI share.
+"""
+import os
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer)
+
+from ..core.errors import UserError
+from ..ui.i18n import tr
+
+# DEVICE enum index -> the engine's device name.
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
+    S2 = "S2"
+    S1 = "S1"
+    EXTENT = "EXTENT"
+    MODEL = "MODEL"
+    DEVICE = "DEVICE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    OUTPUT = "OUTPUT"
+    GATE_OUTPUT = "GATE_OUTPUT"
+
+    def createInstance(self):
+        return RemoveCloudsAlgorithm()
+
+    def name(self):
+        return "remove_clouds"
+
+    def displayName(self):
+        return tr("Remove clouds (Sentinel-1 + Sentinel-2)")
+
+    def group(self):
+        return tr("Cloud removal")
+
+    def groupId(self):
+        return "cloud_removal"
+
+    def tags(self):
+        return tr("cloud,removal,sentinel-2,sentinel-1,sar,radar,ib-hfn,deep learning,"
+                       "onnx,restoration").split(",")
+
+    def shortHelpString(self):
+        return tr(
+            "Restores a cloudy Sentinel-2 L1C image with a co-registered Sentinel-1 SAR image "
+            "(radar sees through clouds) using a neural network (IB-HFN by default).\n\n"
+            "Sentinel-2: 13 bands B1…B12 (with B8A and B10) in digital numbers; "
+            "products after January 2022 may carry the +1000 offset, which is detected.\n"
+            "Sentinel-1: 2 bands VV and VH, in dB or linear power, on any grid; it is "
+            "reprojected onto the Sentinel-2 grid.\n"
+            "Area of interest: leave empty to process where both images overlap.\n"
+            "Model: leave empty for the shipped model, or give a .onnx / .pt file or the "
+            "name of a registered model.\n"
+            "Device: Auto uses a CUDA GPU when one is available and the CPU otherwise; "
+            "the log says which one ran.\n"
+            "Tile size / overlap (advanced): leave empty for the model's own values; a "
+            "smaller tile needs less memory.\n\n"
+            "Outputs: the restored 13-band image on the Sentinel-2 grid, in the input's units, "
+            "and a gate-confidence layer (1 = clear sky, the optical signal passes through; "
+            "0 = reconstructed from SAR). Both are GeoTIFF files.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.S2, tr("Cloudy Sentinel-2 L1C image (13 bands)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.S1, tr("Sentinel-1 GRD image (VV, VH)")))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, tr("Area of interest (empty: where both images overlap)"),
+            optional=True))
+        # A file parameter whose filter ends in "All files" accepts any text, so the Toolbox gets
+        # a file browser for .onnx / .pt while batch mode, the modeler and qgis_process can also
+        # pass a registered model name; empty means the shipped default model.
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, tr("Model (.onnx / .pt file or registered name; empty: default)"),
+            behavior=QgsProcessingParameterFile.File,
+            fileFilter=tr("Cloud removal models (*.onnx *.pt);;All files (*)"),
+            optional=True))
+        self._add_advanced(QgsProcessingParameterEnum(
+            self.DEVICE, tr("Device"),
+            options=[tr("Auto (GPU when available)"), tr("GPU (CUDA)"), tr("CPU")],
+            defaultValue=0))
+        self._add_advanced(QgsProcessingParameterNumber(
+            self.TILE_SIZE, tr("Tile size in pixels (empty: the model's)"),
+            type=QgsProcessingParameterNumber.Integer, optional=True, minValue=1))
+        self._add_advanced(QgsProcessingParameterNumber(
+            self.OVERLAP, tr("Tile overlap in pixels (empty: the model's)"),
+            type=QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, tr("Restored Sentinel-2")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.GATE_OUTPUT, tr("Gate confidence (1 = clear sky)")))
+
+    def _add_advanced(self, parameter):
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        # Imported here so that listing the Toolbox or loading the plugin never pays for the
+        # engine's numpy/rasterio imports.
+        from ..core.engine import RemovalRequest, remove_clouds
+
+        aoi, aoi_crs = self._area_of_interest(parameters, context)
+        request = RemovalRequest(
+            s2_path=self._raster_file(parameters, self.S2, "Sentinel-2", context),
+            s1_path=self._raster_file(parameters, self.S1, "Sentinel-1", context),
+            out_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            gate_path=self.parameterAsOutputLayer(parameters, self.GATE_OUTPUT, context),
+            aoi=aoi, aoi_crs=aoi_crs,
+            model=self.parameterAsFile(parameters, self.MODEL, context) or "default",
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
+            overlap=self._optional_int(parameters, self.OVERLAP, context))
+        try:
+            result = remove_clouds(request, progress=ProgressRelay(feedback),
+                                   is_cancelled=feedback.isCanceled)
+        except UserError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        for message in result.messages:
+            feedback.pushInfo(message)
+        feedback.pushInfo(tr("Ran model {} with {} on {}: {} × {} px in {:.1f} s.").format(
+            result.model_name, result.backend, result.device.upper(), result.width,
+            result.height, result.seconds))
+        return {self.OUTPUT: str(result.out_path), self.GATE_OUTPUT: str(result.gate_path)}
+
+    def _raster_file(self, parameters, name, label, context):
+        """The layer's file path: the engine streams windows from files with rasterio, so layers
+        that are not GDAL files (WMS, PostGIS, memory…) are refused with what to do instead."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(self.invalidRasterError(parameters, name))
+        if layer.providerType() != "gdal" or not os.path.isfile(layer.source()):
+            raise QgsProcessingException(tr(
+                "The {} layer '{}' is not a raster file on disk; save it as a GeoTIFF "
+                "(Export > Save As…) and choose that file.").format(label, layer.name()))
+        return layer.source()
+
+    def _area_of_interest(self, parameters, context):
+        """(xmin, ymin, xmax, ymax) and its CRS, or (None, None) for the S1 ∩ S2 overlap.
+
+        An extent typed without a CRS (e.g. in qgis_process) has no valid CRS here and is then
+        read in the S2 CRS by the engine, as in the CLI.
+        """
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context)
+        if rect.isNull():
+            return None, None
+        crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+        aoi = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        if not crs.isValid():
+            return aoi, None
+        return aoi, crs.authid() or crs.toWkt()
+
+    def _optional_int(self, parameters, name, context):
+        """None when the user left the number empty, so the engine uses the model's value
+        (`parameterAsInt` would turn an empty value into 0)."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, name, context)
+
+
+class ProgressRelay:
+    """Adapts the engine's `progress(fraction, message)` to a Processing feedback, showing each
+    new stage message once rather than on every tile."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+        self.message = None
+
+    def __call__(self, fraction, message=""):
+        self.feedback.setProgress(100.0 * fraction)
+        if message and message != self.message:
+            self.message = message
+            self.feedback.setProgressText(message)

@@ -1,0 +1,147 @@
+"""Model files as the engine reads them: ONNX export matching torch on real Sentinel data, the spec
+carried in both formats, the `export` command, and the shipped default model."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from sar_cloud_removal.cli import main
+from sar_cloud_removal.core.errors import UserError
+from sar_cloud_removal.core.model_spec import (SPEC_KEY, WEIGHTS_DIR, load_spec, make_spec,
+                                               read_checkpoint, resolve_model)
+from sar_cloud_removal.models.export import (export_onnx, initial_network, load_network,
+                                             save_checkpoint)
+from sar_cloud_removal.models.registry import resolved_config
+
+TOLERANCE = 1e-4
+
+
+def real_batch(triplet, crops):
+    """(s2, s1) float32 arrays of real cloudy S2 + S1 crops, one per (row, col, height, width)."""
+    def cut(image, r, c, h, w):
+        return image[:, r:r + h, c:c + w]
+    return (np.stack([cut(triplet.cloudy, *crop) for crop in crops]),
+            np.stack([cut(triplet.s1, *crop) for crop in crops]))
+
+
+def run_onnx(path, s2, s1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(["restored", "gate"], {"s2": s2, "s1": s1})
+
+
+def run_torch(network, s2, s1):
+    with torch.no_grad():
+        out = network(torch.from_numpy(s2), torch.from_numpy(s1))
+    return out.restored.numpy(), out.gate.numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The default IB-HFN, untrained (seed 0), written as model.onnx + model.pt."""
+    folder = tmp_path_factory.mktemp("export")
+    config = resolved_config("ibhfn", {})
+    network = initial_network("ibhfn", config, seed=0).eval()
+    spec = make_spec("test-ibhfn", "0.0.1", "ibhfn", config, size_multiple=network.size_multiple)
+    export_onnx(network, spec, folder / "model.onnx")
+    save_checkpoint(network, spec, folder / "model.pt")
+    return network, spec, folder
+
+
+def test_onnx_matches_torch_on_real_data_for_other_batch_and_tile_sizes(exported, real_triplet):
+    network, _, folder = exported
+    s2, s1 = real_batch(real_triplet, [(0, 0, 64, 128), (100, 40, 64, 128), (192, 128, 64, 128)])
+    assert network.training is False
+    for got, want in zip(run_onnx(folder / "model.onnx", s2, s1), run_torch(network, s2, s1)):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= TOLERANCE
+
+
+def test_onnx_graph_has_the_contract_names_and_free_axes(exported):
+    graph = onnx.load(str(exported[2] / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["s2", "s1"]
+    assert [o.name for o in graph.output] == ["restored", "gate"]
+    for value in (*graph.input, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims[:1] + dims[2:]] == ["batch", "height", "width"]
+
+
+def test_both_files_carry_the_same_valid_spec(exported):
+    _, spec, folder = exported
+    model = onnx.load(str(folder / "model.onnx"))
+    stored = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(stored[SPEC_KEY]) == spec
+    loaded = load_spec(resolve_model(folder / "model.onnx"))    # checks .onnx and .pt agree
+    assert (loaded.name, loaded.size_multiple, loaded.config) == ("test-ibhfn", 8, spec["config"])
+
+
+def test_checkpoint_rebuilds_the_same_network(exported, real_triplet):
+    network, spec, folder = exported
+    rebuilt, rebuilt_spec = load_network(folder / "model.pt")
+    assert rebuilt_spec == spec
+    s2, s1 = real_batch(real_triplet, [(32, 32, 64, 64)])
+    for got, want in zip(run_torch(rebuilt, s2, s1), run_torch(network, s2, s1)):
+        assert np.array_equal(got, want)
+
+
+def test_a_spec_the_network_cannot_honour_is_refused_before_writing(tmp_path):
+    network = initial_network("ibhfn", {"width": 4, "sar_width": 2})
+    spec = make_spec("bad", "0", "ibhfn", {"width": 4, "sar_width": 2}, size_multiple=4)
+    with pytest.raises(UserError, match="needs multiples of 8"):
+        export_onnx(network, spec, tmp_path / "bad.onnx")
+    with pytest.raises(UserError, match="needs multiples of 8"):
+        save_checkpoint(network, spec, tmp_path / "bad.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_command_renames_and_retiles_a_checkpoint(exported, tmp_path, cli):
+    result = cli("export", "--checkpoint", exported[2] / "model.pt",
+                 "--out", tmp_path / "mine.onnx", "--name", "mine", "--version", "2.0.0", "--tile-size", "512", "--overlap", "64")
+    assert result.returncode == 0, result.stderr
+    spec = load_spec(resolve_model(tmp_path / "mine.onnx"))       # .onnx and .pt agree
+    assert (spec.name, spec.version, spec.tile_size, spec.overlap) == ("mine", "2.0.0", 512, 64)
+    assert spec.config == exported[1]["config"]
+    assert read_checkpoint(tmp_path / "mine.pt")["state_dict"].keys() \
+        == exported[0].state_dict().keys()
+
+
+def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    code = main(["export", "--untrained", "dsen2cr", "--config", '{"width": 4, "blocks": 1}',
+                 "--onnx-only", "--out", str(out)])
+    assert code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["small.onnx"]
+    spec = load_spec(resolve_model(out))
+    assert (spec.name, spec.architecture, spec.config) == \
+        ("small", "dsen2cr", {"width": 4, "blocks": 1, "residual_scale": 0.1})
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--checkpoint", "missing.pt"], "does not exist"),
+    (["--untrained", "ibhfn", "--config", "[4]"], "--config must be a JSON object"),
+    (["--untrained", "ibhfn", "--config", '{"colour": 1}'], "no setting colour"),
+])
+def test_export_command_refuses_bad_input_in_one_line_and_writes_nothing(
+        arguments, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", *arguments, "--out", str(tmp_path / "x.onnx")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shipped_default_model_is_valid_and_its_two_files_agree(real_triplet):
+    files = resolve_model("default")
+    assert files.onnx_path == WEIGHTS_DIR / "ibhfn.onnx"
+    assert files.torch_path == WEIGHTS_DIR / "ibhfn.pt"
+    spec = load_spec(files)
+    assert (spec.name, spec.architecture, spec.tile_size, spec.overlap) == \
+        ("ibhfn", "ibhfn", 256, 32)
+    network, _ = load_network(files.torch_path)
+    s2, s1 = real_batch(real_triplet, [(0, 0, 256, 256)])
+    for got, want in zip(run_onnx(files.onnx_path, s2, s1), run_torch(network, s2, s1)):
+        assert np.abs(got - want).max() <= TOLERANCE

@@ -1,0 +1,187 @@
+"""The networks of the model registry: the output contract, and each part of IB-HFN doing what
+SPEC §5 says (bottleneck, gate, Dirac skip) and disappearing when its ablation switch is off."""
+import pytest
+import torch
+
+from sar_cloud_removal.core.errors import UserError
+from sar_cloud_removal.models.ibhfn import IBHFN
+from sar_cloud_removal.models.losses import JointLoss
+from sar_cloud_removal.models.registry import ARCHITECTURES, build, resolved_config
+
+SMALL = dict(width=4, sar_width=2, depth=1, downsamplings=2)   # fast, same structure
+
+
+def inputs(batch=2, height=16, width=24, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, 13, height, width, generator=generator),
+            torch.rand(batch, 2, height, width, generator=generator))
+
+
+def open_gate(network: IBHFN) -> None:
+    """Force g = 1 everywhere: both gate branches output a constant logit far in saturation."""
+    with torch.no_grad():
+        for last in (network.gate.local[-1], network.gate.context[-1]):
+            last.weight.zero_()
+            last.bias.fill_(50.0)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("height, width", [(16, 24), (40, 32)])
+def test_every_network_keeps_the_output_contract(architecture, height, width):
+    config = SMALL if architecture == "ibhfn" else {}
+    network = build(architecture, **config).eval()
+    assert height % network.size_multiple == 0 and width % network.size_multiple == 0
+    s2, s1 = inputs(3, height, width)
+    with torch.no_grad():
+        out = network(s2, s1)
+    assert out.restored.shape == (3, 13, height, width)
+    assert out.gate.shape == (3, 1, height, width)
+    assert out.kl.shape == ()
+    assert 0.0 <= out.gate.min() and out.gate.max() <= 1.0
+    assert torch.isfinite(out.restored).all()
+
+
+def test_size_multiple_follows_the_downsamplings():
+    assert build("ibhfn", **dict(SMALL, downsamplings=2)).size_multiple == 4
+    assert build("ibhfn", **dict(SMALL, downsamplings=3)).size_multiple == 8
+
+
+def test_identity_network_returns_its_input_exactly():
+    s2, s1 = inputs()
+    out = build("identity")(s2, s1)
+    assert torch.equal(out.restored, s2)
+    assert torch.equal(out.gate, torch.ones(2, 1, 16, 24))
+    assert out.kl.item() == 0.0
+
+
+def test_dsen2cr_has_a_long_skip_and_no_gate():
+    network = build("dsen2cr", width=8, blocks=2)
+    with torch.no_grad():
+        network.body[-1].weight.zero_()
+        network.body[-1].bias.zero_()
+    s2, s1 = inputs()
+    out = network(s2, s1)
+    assert torch.equal(out.restored, s2)          # zero correction: the cloudy input itself
+    assert torch.equal(out.gate, torch.ones(2, 1, 16, 24))
+
+
+def test_unknown_architecture_and_setting_are_refused_in_one_sentence():
+    with pytest.raises(UserError, match="Unknown network architecture 'unet'"):
+        build("unet")
+    with pytest.raises(UserError, match="invalid"):
+        build("ibhfn", widht=8)
+    with pytest.raises(UserError, match="no setting widht"):
+        resolved_config("ibhfn", {"widht": 8})
+
+
+def test_resolved_config_names_every_setting_and_rebuilds_the_same_network():
+    config = resolved_config("ibhfn", {"width": 4})
+    assert config["width"] == 4 and set(config) >= {"sar_width", "depth", "downsamplings",
+                                                     "use_bottleneck", "use_gate", "dirac_skip"}
+    torch.manual_seed(1)
+    a = build("ibhfn", width=4)
+    torch.manual_seed(1)
+    b = build("ibhfn", **config)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_bottleneck_samples_in_training_and_uses_the_mean_in_eval():
+    torch.manual_seed(0)
+    network = build("ibhfn", **SMALL)
+    s2, s1 = inputs()
+    first, second = network(s2, s1), network(s2, s1)
+    assert first.kl.item() > 0.0
+    assert not torch.equal(first.restored, second.restored)     # z = μ + σ·ε differs per call
+    network.eval()
+    with torch.no_grad():
+        first, second = network(s2, s1), network(s2, s1)
+    assert torch.equal(first.restored, second.restored)         # z = μ
+
+
+def test_kl_is_that_of_the_predicted_gaussians():
+    fusion = build("ibhfn", **SMALL).fusions[0]
+    optical, sar = torch.rand(1, 8, 4, 4), torch.rand(1, 4, 4, 4)
+    mu, logvar = fusion.mu(sar), fusion.logvar(sar)
+    expected = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).mean()
+    assert torch.allclose(fusion(optical, sar)[1], expected)
+
+
+def test_without_bottleneck_there_is_no_sampling_and_no_kl():
+    network = build("ibhfn", **SMALL, use_bottleneck=False)
+    assert all(fusion.logvar is None for fusion in network.fusions)
+    s2, s1 = inputs()
+    first, second = network(s2, s1), network(s2, s1)          # training mode
+    assert first.kl.item() == 0.0
+    assert torch.equal(first.restored, second.restored)
+
+
+def test_dirac_skip_passes_the_optical_input_through_an_open_gate():
+    network = build("ibhfn", **SMALL).eval()
+    open_gate(network)
+    s2, s1 = inputs()
+    with torch.no_grad():
+        out = network(s2, s1)
+    assert torch.equal(out.gate, torch.ones_like(out.gate))
+    assert torch.allclose(out.restored, s2, atol=1e-6)
+
+
+def test_without_dirac_init_an_open_gate_does_not_pass_the_input_through():
+    torch.manual_seed(0)
+    network = build("ibhfn", **SMALL, dirac_skip=False).eval()
+    open_gate(network)
+    s2, s1 = inputs()
+    with torch.no_grad():
+        out = network(s2, s1)
+    assert (out.restored - s2).abs().max() > 0.05
+
+
+def test_untrained_gate_starts_mostly_open():
+    network = build("ibhfn", **SMALL).eval()
+    with torch.no_grad():
+        gate = network(*inputs()).gate
+    assert gate.min() > 0.5
+
+
+def test_gate_mixes_passthrough_and_reconstruction():
+    network = build("ibhfn", **SMALL).eval()
+    s2, s1 = inputs()
+    with torch.no_grad():
+        out = network(s2, s1)
+        network.gate.local[-1].bias.fill_(-50.0)    # closed gate: reconstruction only
+        network.gate.context[-1].bias.fill_(-50.0)
+        reconstruction = network(s2, s1).restored
+    expected = out.gate * s2 + (1 - out.gate) * reconstruction
+    assert torch.allclose(out.restored, expected, atol=1e-5)
+
+
+def test_without_gate_the_output_is_passthrough_plus_reconstruction_and_the_gate_is_ones():
+    network = build("ibhfn", **SMALL, use_gate=False).eval()
+    assert network.gate is None
+    with torch.no_grad():
+        network.reconstruction.weight.zero_()
+        network.reconstruction.bias.fill_(0.25)
+        s2, s1 = inputs()
+        out = network(s2, s1)
+    assert torch.allclose(out.restored, s2 + 0.25, atol=1e-6)
+    assert torch.equal(out.gate, torch.ones_like(out.gate))
+
+
+def test_two_training_steps_change_every_trained_part_with_finite_gradients(real_triplet):
+    torch.manual_seed(0)
+    network = build("ibhfn", **SMALL)
+    s1 = torch.from_numpy(real_triplet.s1[None, :, :32, :32])
+    cloudy = torch.from_numpy(real_triplet.cloudy[None, :, :32, :32])
+    target = torch.from_numpy(real_triplet.target[None, :, :32, :32])
+    loss = JointLoss()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    for step in (10_000, 10_001):                   # every loss term has its full weight
+        total, _ = loss(network(cloudy, s1), target, cloudy, step)
+        optimizer.zero_grad()
+        total.backward()
+        for name, parameter in network.named_parameters():
+            assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        optimizer.step()
+    changed = {k for k, v in network.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == set(before)

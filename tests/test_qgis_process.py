@@ -1,0 +1,75 @@
+"""End to end without the desktop: the zip installed into a fresh QGIS profile, the plugin
+enabled and `sar_cloud_removal:remove_clouds` run by QGIS's own `qgis_process` on real
+SEN12MS-CR data with the shipped model."""
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+
+import numpy as np
+import pytest
+import rasterio
+
+from sar_cloud_removal.scripts.qgis_profile import install_plugin
+
+QGIS_PROCESS = shutil.which("qgis_process.bin")  # Debian's `qgis_process` wrapper is broken
+pytestmark = pytest.mark.skipif(QGIS_PROCESS is None,
+                                reason="qgis_process.bin not installed (Debian package qgis)")
+PATCH = "ROIs2017_winter_112_p797.tif"
+
+
+@pytest.fixture(scope="module")
+def qgis_env(plugin_zip, tmp_path_factory):
+    """Environment of a fresh profile holding only the zip's plugin, enabled by qgis_process."""
+    root = tmp_path_factory.mktemp("qgis_config")
+    install_plugin(plugin_zip, root)
+    runtime = tmp_path_factory.mktemp("xdg_runtime")
+    runtime.chmod(0o700)
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(root), QT_QPA_PLATFORM="offscreen",
+               XDG_RUNTIME_DIR=str(runtime),
+               # QGIS's embedded Python needs the venv's onnxruntime; .pth files are not read
+               # from PYTHONPATH, so the editable checkout cannot shadow the installed zip.
+               PYTHONPATH=sysconfig.get_paths()["purelib"])
+    enabled = qgis_process(env, "plugins", "enable", "sar_cloud_removal")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return env
+
+
+def qgis_process(env, *args):
+    return subprocess.run([QGIS_PROCESS, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def remove_clouds(env, **params):
+    return qgis_process(env, "--json", "run", "sar_cloud_removal:remove_clouds", "--",
+                        *(f"{key}={value}" for key, value in params.items()))
+
+
+def test_restores_real_data_with_the_shipped_model(qgis_env, shared_data, tmp_path):
+    s2 = shared_data / "sen12mscr" / "s2_cloudy" / PATCH
+    done = remove_clouds(qgis_env, S2=s2, S1=shared_data / "sen12mscr" / "s1" / PATCH,
+                         OUTPUT=tmp_path / "restored.tif", GATE_OUTPUT=tmp_path / "gate.tif")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(done.stdout)["results"]
+    assert results == {"OUTPUT": str(tmp_path / "restored.tif"),
+                       "GATE_OUTPUT": str(tmp_path / "gate.tif")}
+    with rasterio.open(s2) as src, rasterio.open(results["OUTPUT"]) as restored, \
+            rasterio.open(results["GATE_OUTPUT"]) as gate:
+        assert (restored.count, restored.shape, restored.dtypes[0]) == (13, (256, 256), "uint16")
+        assert restored.crs == src.crs == gate.crs and restored.transform == src.transform
+        assert (gate.count, gate.shape) == (1, (256, 256))
+        confidence = gate.read(1)
+        assert 0 <= confidence.min() and confidence.max() <= 1
+        # A real restoration, not a copy of the cloudy input.
+        assert not np.array_equal(restored.read(), src.read())
+    assert "onnxruntime on CPU" in done.stdout
+
+
+def test_wrong_band_count_fails_with_one_sentence_and_no_output(qgis_env, shared_data, tmp_path):
+    s2 = shared_data / "sen12mscr" / "s2_cloudy" / PATCH
+    done = remove_clouds(qgis_env, S2=s2, S1=s2, OUTPUT=tmp_path / "restored.tif",
+                         GATE_OUTPUT=tmp_path / "gate.tif")
+    assert done.returncode != 0
+    assert f"The S1 image {s2} has 13 bands but 2 are needed (VV, VH)" in done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []

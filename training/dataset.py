@@ -1,0 +1,87 @@
+"""The torch Dataset that training draws from: simulated clouds over clear pairs, real triplets,
+or a weighted mix of both.
+
+With 16 real triplets and about 20 clear scenes, an "epoch" over files means nothing; every item
+is instead a fresh random draw (source by weight, scene, crop, dihedral turn, clouds), seeded by
+(seed, epoch, index). That makes runs repeatable, lets `DistributedSampler` hand each rank
+different indices and so different examples, and keeps a resumed run from replaying the draws
+it already trained on (the epoch moves on).
+"""
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..synthetic.clouds import simulate_clouds
+from .augment import crop, random_dihedral, random_window
+from .triplet import ClearPair
+
+# A crop must be (nearly) all valid pixels; a few redraws find one in any of our scenes.
+_MIN_VALID_FRACTION = 0.99
+_CROP_ATTEMPTS = 10
+
+
+class SyntheticClouds:
+    """Crops of clear pairs under freshly simulated clouds (the target is the clear crop)."""
+
+    def __init__(self, pairs, kind: str = "mixed"):
+        if not pairs:
+            raise ValueError("synthetic clouds need at least one clear S1+S2 pair")
+        self.pairs, self.kind = list(pairs), kind
+
+    def draw(self, rng: np.random.Generator, size: int) -> dict:
+        for _ in range(_CROP_ATTEMPTS):
+            pair = self.pairs[rng.integers(len(self.pairs))]
+            row, col = random_window(rng, *pair.valid.shape, size)
+            s1, s2, valid = crop([pair.s1, pair.s2, pair.valid], row, col, size)
+            if valid.mean() >= _MIN_VALID_FRACTION:
+                break
+        s1, s2 = random_dihedral([s1, s2], rng)
+        sample = simulate_clouds(s2, rng, kind=self.kind)
+        # the engine clips inputs to [0, 1]; bright simulated cloud must look the same
+        return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2}
+
+
+class RealTriplets:
+    """Aligned random crops of real cloudy/clear triplets."""
+
+    def __init__(self, triplets):
+        if not triplets:
+            raise ValueError("real-triplet training needs at least one triplet")
+        self.triplets = list(triplets)
+
+    def draw(self, rng: np.random.Generator, size: int) -> dict:
+        t = self.triplets[rng.integers(len(self.triplets))]
+        row, col = random_window(rng, *t.target.shape[-2:], size)
+        s1, s2, target = random_dihedral(crop([t.s1, t.cloudy, t.target], row, col, size), rng)
+        return {"s2": s2, "s1": s1, "target": target}
+
+
+def as_clear_pair(triplet) -> ClearPair:
+    """The cloud-free half of a real triplet, as one more scene to lay simulated clouds on."""
+    return ClearPair(name=triplet.name, s1=triplet.s1, s2=triplet.target,
+                     valid=np.ones(triplet.target.shape[-2:], bool))
+
+
+class MixedDataset(Dataset):
+    """`length` random examples per epoch from weighted sources; items are dicts of float32
+    tensors `s2` (13×S×S), `s1` (2×S×S) and `target` (13×S×S)."""
+
+    def __init__(self, sources, weights, crop_size: int, length: int, seed: int = 0):
+        if len(sources) != len(weights) or not sources or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError("give one non-negative weight per source, not all zero")
+        self.sources = list(sources)
+        self.probabilities = np.asarray(weights, float) / float(sum(weights))
+        self.crop_size, self.length, self.seed, self.epoch = crop_size, length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        source = self.sources[rng.choice(len(self.sources), p=self.probabilities)]
+        example = source.draw(rng, self.crop_size)
+        return {key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+                for key, value in example.items()}

@@ -1,0 +1,349 @@
+"""The dock where analysts pick the images, the area and the model, and follow a run.
+
+The dock only gathers choices and shows state; the plugin owns the task. Run stays disabled,
+with the reason in the status line, until `input_problem` accepts the inputs, so a run never
+starts on inputs the engine would refuse.
+"""
+import os
+from typing import Optional, Sequence
+
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import (
+    QgsCollapsibleGroupBox,
+    QgsDockWidget,
+    QgsExtentWidget,
+    QgsFileWidget,
+    QgsMapLayerComboBox,
+)
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.model_spec import DEFAULT_MODEL, MODEL_SUFFIXES, list_models
+from . import settings
+from .i18n import tr
+from .layers import matching_s1_layers, overlap_in_s2_crs
+from .run_inputs import RunInputs, aoi_size_pixels, input_problem
+
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.png")
+MODEL_FILE = ""  # model combo data of the "Model file…" entry
+HINT_STYLE = "color: #6b6b6b;"
+STATUS_STYLE = {"info": "", "warning": "color: #9a5b00;", "error": "color: #b3261e;",
+                "success": "color: #1e7b34;"}
+
+
+class SarCloudRemovalDock(QgsDockWidget):
+    run_requested = pyqtSignal()
+    cancel_requested = pyqtSignal()
+    install_requested = pyqtSignal()
+
+    def __init__(self, iface, parent=None):
+        super().__init__(tr("SAR Cloud Removal"), parent)
+        self.setObjectName("SarCloudRemovalDock")
+        self._iface = iface
+        self._missing: Sequence[str] = ()
+        self._running = False
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.addWidget(self._build_header())
+        layout.addWidget(self._build_dependency_banner())
+        layout.addWidget(self._build_inputs())
+        layout.addWidget(self._build_aoi())
+        layout.addWidget(self._build_model())
+        layout.addWidget(self._build_advanced())
+        layout.addWidget(self._build_output())
+        layout.addStretch(1)
+        layout.addLayout(self._build_run_area())
+        for combo in content.findChildren(QComboBox):  # long layer names must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # wrap text to the dock width
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(content)
+        self.setWidget(scroll)
+
+        self.s2_combo.layerChanged.connect(self._on_s2_changed)
+        self.s1_combo.layerChanged.connect(self._on_s1_changed)
+        self.aoi_box.extentChanged.connect(self.validate)
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.model_file.fileChanged.connect(self.validate)
+        self.output_folder.fileChanged.connect(self._on_output_folder_changed)
+        self.device_combo.currentIndexChanged.connect(
+            lambda: settings.set_device(self.device_combo.currentData()))
+        self.run_button.clicked.connect(self.run_requested)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.install_button.clicked.connect(self.install_requested)
+        self._on_model_changed()
+        self._on_s2_changed(self.s2_combo.currentLayer())
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _build_header(self) -> QWidget:
+        header = QWidget()
+        row = QHBoxLayout(header)
+        row.setContentsMargins(0, 0, 0, 4)
+        icon = QLabel()
+        icon.setPixmap(QIcon(ICON_PATH).pixmap(32, 32))
+        text = QLabel(tr("<b>Remove clouds from Sentinel-2</b><br>"
+                         "using a Sentinel-1 radar image of the same place"))
+        text.setWordWrap(True)
+        row.addWidget(icon, 0, Qt.AlignTop)
+        row.addWidget(text, 1)
+        return header
+
+    def _build_dependency_banner(self) -> QWidget:
+        self.dependency_banner = QFrame()
+        self.dependency_banner.setObjectName("dependencyBanner")
+        self.dependency_banner.setStyleSheet(
+            "#dependencyBanner { background: #fff4ce; border: 1px solid #e0c060;"
+            " border-radius: 4px; }")
+        row = QHBoxLayout(self.dependency_banner)
+        self.dependency_label = QLabel()
+        self.dependency_label.setWordWrap(True)
+        self.install_button = QPushButton(tr("Install…"))
+        row.addWidget(self.dependency_label, 1)
+        row.addWidget(self.install_button, 0, Qt.AlignVCenter)
+        self.dependency_banner.hide()
+        return self.dependency_banner
+
+    def _build_inputs(self) -> QWidget:
+        box = QGroupBox(tr("Images"))
+        form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.WrapAllRows)  # labels above fields keep the dock narrow
+        self.s2_combo = QgsMapLayerComboBox()
+        self.s2_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.s2_combo.setToolTip(tr("Cloudy Sentinel-2 L1C image, 13 bands B1 to B12 (DN)."))
+        self.s1_combo = QgsMapLayerComboBox()
+        self.s1_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.s1_combo.setAllowEmptyLayer(True)
+        self.s1_combo.setToolTip(tr("Sentinel-1 GRD image, 2 bands VV and VH (dB or linear). "
+                                    "A loaded layer overlapping the Sentinel-2 is suggested."))
+        self.s1_hint = QLabel()
+        self.s1_hint.setWordWrap(True)
+        self.s1_hint.setStyleSheet(HINT_STYLE)
+        form.addRow(tr("Sentinel-2 (cloudy)"), self.s2_combo)
+        form.addRow(tr("Sentinel-1 (SAR)"), self.s1_combo)
+        form.addRow("", self.s1_hint)
+        return box
+
+    def _build_aoi(self) -> QWidget:
+        box = QGroupBox(tr("Area of interest"))
+        column = QVBoxLayout(box)
+        self.aoi_box = QgsExtentWidget(None, QgsExtentWidget.CondensedStyle)
+        self.aoi_box.setMapCanvas(self._iface.mapCanvas())
+        hint = QLabel(tr("Starts as the area both images cover; the … button takes the map "
+                         "view, a layer's extent, or an area drawn on the map."))
+        hint.setWordWrap(True)
+        hint.setStyleSheet(HINT_STYLE)
+        column.addWidget(self.aoi_box)
+        column.addWidget(hint)
+        return box
+
+    def _build_model(self) -> QWidget:
+        box = QGroupBox(tr("Model"))
+        form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self.model_combo = QComboBox()
+        for name in list_models():
+            label = tr("{} (default)").format(name) if name == DEFAULT_MODEL else name
+            self.model_combo.addItem(label, name)
+        self.model_combo.addItem(tr("Model file…"), MODEL_FILE)
+        self.model_file = QgsFileWidget()
+        self.model_file.setFilter(tr("Models") + " (" + " ".join(
+            "*" + suffix for suffix in MODEL_SUFFIXES) + ")")
+        remembered = settings.model()
+        if os.path.splitext(remembered)[1].lower() in MODEL_SUFFIXES:
+            self.model_file.setFilePath(remembered)
+            remembered = MODEL_FILE
+        elif remembered == "default":
+            remembered = DEFAULT_MODEL
+        self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(remembered)))
+        self.device_combo = QComboBox()
+        for label, value in ((tr("Auto"), "auto"), (tr("GPU (CUDA)"), "cuda"), (tr("CPU"), "cpu")):
+            self.device_combo.addItem(label, value)
+        self.device_combo.setToolTip(tr("Auto uses an NVIDIA GPU when one is usable and the CPU "
+                                        "otherwise; the device actually used is shown below."))
+        self.device_combo.setCurrentIndex(self.device_combo.findData(settings.device()))
+        self.device_used = QLabel(tr("not run yet"))
+        self.device_used.setStyleSheet(HINT_STYLE)
+        form.addRow(tr("Network"), self.model_combo)
+        form.addRow(tr("File"), self.model_file)
+        form.addRow(tr("Device"), self.device_combo)
+        form.addRow(tr("Last run on"), self.device_used)
+        self._model_form = form
+        return box
+
+    def _build_advanced(self) -> QWidget:
+        box = QgsCollapsibleGroupBox(tr("Advanced"))
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(32)
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setSpecialValueText(tr("Model default"))
+        self.tile_spin.setToolTip(tr("Pixels per tile fed to the network; smaller tiles use less "
+                                     "memory."))
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(-1, 1024)
+        self.overlap_spin.setSingleStep(8)
+        self.overlap_spin.setSuffix(" px")
+        self.overlap_spin.setSpecialValueText(tr("Model default"))
+        self.overlap_spin.setValue(-1)
+        self.overlap_spin.setToolTip(tr("Pixels shared by neighbouring tiles, blended to hide "
+                                        "seams."))
+        form.addRow(tr("Tile size"), self.tile_spin)
+        form.addRow(tr("Tile overlap"), self.overlap_spin)
+        return box
+
+    def _build_output(self) -> QWidget:
+        box = QGroupBox(tr("Output folder"))
+        row = QVBoxLayout(box)
+        self.output_folder = QgsFileWidget()
+        self.output_folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_folder.setFilePath(settings.output_folder())
+        self.output_folder.setToolTip(tr("The restored image and its gate-confidence layer are "
+                                         "written here as GeoTIFF; nothing is overwritten."))
+        row.addWidget(self.output_folder)
+        return box
+
+    def _build_run_area(self) -> QVBoxLayout:
+        area = QVBoxLayout()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(QIcon(ICON_PATH), tr("Run"))
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton(tr("Cancel"))
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        area.addWidget(self.status_label)
+        area.addWidget(self.progress_bar)
+        area.addLayout(buttons)
+        return area
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def current_inputs(self) -> RunInputs:
+        model = self.model_combo.currentData()
+        if model == MODEL_FILE:
+            model = self.model_file.filePath()
+        return RunInputs(
+            s2=self.s2_combo.currentLayer(), s1=self.s1_combo.currentLayer(),
+            output_dir=self.output_folder.filePath(),
+            aoi=self.aoi_box.outputExtent(), model=model,
+            device=self.device_combo.currentData(),
+            tile_size=self.tile_spin.value() or None,
+            overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value())
+
+    def prefill(self, s2: Optional[QgsRasterLayer], s1: Optional[QgsRasterLayer]) -> None:
+        """Show the layers a one-click run was asked for, so the user only fixes what is wrong."""
+        self.s2_combo.setLayer(s2)
+        self.s1_combo.setLayer(s1)
+
+    def set_missing_packages(self, missing: Sequence[str]) -> None:
+        self._missing = tuple(missing)
+        self.dependency_label.setText(tr(
+            "<b>Python packages missing:</b> {}.<br>QGIS does not ship them; install them for "
+            "this profile to run the network.").format(", ".join(self._missing)))
+        self.dependency_banner.setVisible(bool(self._missing))
+        self.validate()
+
+    def set_running(self, running: bool) -> None:
+        self._running = running
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress_bar.setValue(0)
+            self.set_status(tr("Starting…"))
+        self.validate()
+
+    def set_progress(self, percent: float) -> None:
+        self.progress_bar.setValue(int(round(percent)))
+
+    def set_status(self, text: str, level: str = "info") -> None:
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet(STATUS_STYLE[level])
+
+    def set_device_used(self, text: str) -> None:
+        self.device_used.setText(text)
+        self.device_used.setStyleSheet("")
+
+    def validate(self) -> str:
+        """Enable Run only for inputs the engine accepts; show why not otherwise."""
+        problem = input_problem(self.current_inputs(), QgsProject.instance(), self._missing)
+        self.run_button.setEnabled(not problem and not self._running)
+        if self._running:
+            return problem
+        if problem:
+            self.set_status(problem, "warning")
+        else:
+            width, height = aoi_size_pixels(self.current_inputs(), QgsProject.instance())
+            self.set_status(tr("Ready: {} × {} pixels will be processed.").format(width, height))
+        return problem
+
+    # -- reactions -----------------------------------------------------------------------------
+
+    def _on_s2_changed(self, s2) -> None:
+        """Suggest the S1 among loaded layers that overlap the new S2, and reset the AOI."""
+        project = QgsProject.instance()
+        candidates = matching_s1_layers(s2, project) if isinstance(s2, QgsRasterLayer) else []
+        if self.s1_combo.currentLayer() not in candidates:
+            self.s1_combo.setLayer(candidates[0] if candidates else None)
+        if not isinstance(s2, QgsRasterLayer):
+            self.s1_hint.setText("")
+        elif len(candidates) > 1:
+            self.s1_hint.setText(tr("{} loaded layers overlap this image; check the choice.")
+                                 .format(len(candidates)))
+        elif not candidates:
+            self.s1_hint.setText(tr("No loaded 2-band layer overlaps this image."))
+        else:
+            self.s1_hint.setText(tr("Suggested: the only loaded 2-band layer overlapping it."))
+        self._reset_aoi()
+
+    def _on_s1_changed(self, _s1) -> None:
+        self._reset_aoi()
+
+    def _reset_aoi(self) -> None:
+        s2, s1 = self.s2_combo.currentLayer(), self.s1_combo.currentLayer()
+        if isinstance(s2, QgsRasterLayer):
+            overlap = (overlap_in_s2_crs(s2, s1, QgsProject.instance())
+                       if isinstance(s1, QgsRasterLayer) else s2.extent())
+            self.aoi_box.setOutputCrs(s2.crs())
+            self.aoi_box.setOriginalExtent(overlap, s2.crs())
+            canvas = self._iface.mapCanvas()
+            self.aoi_box.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+            self.aoi_box.setOutputExtentFromOriginal()
+        self.validate()
+
+    def _on_model_changed(self) -> None:
+        from_file = self.model_combo.currentData() == MODEL_FILE
+        self.model_file.setVisible(from_file)
+        self._model_form.labelForField(self.model_file).setVisible(from_file)
+        self.validate()
+
+    def _on_output_folder_changed(self, path: str) -> None:
+        settings.set_output_folder(path)
+        self.validate()
