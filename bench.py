@@ -19,7 +19,6 @@ from .core.errors import UserError
 BENCH_BACKENDS = ("onnxruntime", "torch")
 SCENE_SEED = 11
 _COMPLETE = "complete"          # marker file: the cached scene was written to the end
-_MIN_MODEL_SECONDS = 3.0        # time enough batches for a stable model-only figure
 _MIN_MODEL_BATCHES = 3
 
 
@@ -35,6 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per inference call (default: %(default)s)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    parser.add_argument("--model-seconds", type=float, default=3.0, metavar="S",
+                        help="time the bare model for at least this long, after a warm-up "
+                             "batch (default: %(default)s)")
     parser.add_argument("--workdir", default="bench_output", metavar="DIR",
                         help="scenes (cached), outputs and bench.md (default: %(default)s)")
 
@@ -143,7 +145,8 @@ def _model_job(job: dict) -> dict:
                         threads=job["threads"]) as backend:
         backend.run(s2, s1)  # warm-up: graph optimisation, allocations, kernel selection
         batches, started = 0, time.perf_counter()
-        while batches < _MIN_MODEL_BATCHES or time.perf_counter() - started < _MIN_MODEL_SECONDS:
+        while (batches < _MIN_MODEL_BATCHES
+               or time.perf_counter() - started < job["model_seconds"]):
             backend.run(s2, s1)
             batches += 1
         seconds = time.perf_counter() - started
@@ -197,7 +200,8 @@ def run(args):
     scenes = {size: cached_scene(workdir, size) for size in sizes}
     smallest = scenes[min(sizes)]
     common = {"model": args.model, "device": args.device, "tile": args.tile,
-              "threads": args.threads, "batch_size": args.batch_size}
+              "threads": args.threads, "batch_size": args.batch_size,
+              "model_seconds": args.model_seconds}
 
     model_speed = {}
     for backend in backends:

@@ -7,26 +7,26 @@ disabling it in the Plugin Manager) leaves QGIS as it was.
 import os
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsMessageLog, QgsProject
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .ui import settings
-from .ui.dependencies import missing_packages
+from .ui import ICON_PATH, settings
+from .ui.dependencies import missing_packages, register_dependencies_folder
 from .ui.dock import SarCloudRemovalDock
 from .ui.i18n import tr
 from .ui.layers import add_result_layers, matching_s1_layers
 from .ui.run_inputs import RunInputs, build_request, input_problem, s2_problem
-from .ui.task import RemovalTask, RunOutcome
+from .ui.task import LOG_TAG, RemovalTask, RunOutcome
 
-ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.png")
 TITLE = "SAR Cloud Removal"
 MESSAGE_SECONDS = 10
 
 
 class SarCloudRemovalPlugin:
     def __init__(self, iface):
+        register_dependencies_folder()  # before anything imports onnxruntime (qgis_process too)
         self.iface = iface
         self.provider = None
         self.dock = None
@@ -90,6 +90,7 @@ class SarCloudRemovalPlugin:
             self._dependency_dialog.deleteLater()
             self._dependency_dialog = None
         if self.dock is not None:
+            self.dock.release()
             self.iface.removeDockWidget(self.dock)
             self.dock.close()
             self.dock.deleteLater()
@@ -169,10 +170,18 @@ class SarCloudRemovalPlugin:
 
     def start_run(self, inputs: RunInputs):
         dock = self.ensure_dock()
-        request = build_request(inputs, QgsProject.instance())
+        dock.prefill(inputs.s2, inputs.s1)  # a one-click run shows its layers in the dock too
+        try:
+            request = build_request(inputs, QgsProject.instance())
+        except OSError as error:
+            problem = tr("Could not create the output folder '{}' ({}); choose another "
+                         "folder.").format(inputs.output_dir, error.strerror)
+            dock.set_status(problem, "error")
+            self._message(problem, Qgis.Critical)
+            return
         self.task = RemovalTask(request, self._on_run_done)
         self.task.progressChanged.connect(dock.set_progress)
-        self.task.status_changed.connect(dock.set_status)
+        self.task.status_changed.connect(dock.show_engine_message)
         dock.set_running(True)
         QgsApplication.taskManager().addTask(self.task)
 
@@ -185,17 +194,7 @@ class SarCloudRemovalPlugin:
         self.task = None
         self.dock.set_running(False)
         if outcome.result is not None:
-            result = outcome.result
-            add_result_layers(QgsProject.instance(), result.out_path, result.gate_path)
-            device = tr("{} ({})").format(result.device.upper(), result.backend)
-            text = tr("Clouds removed in {:.1f} s on {}: {}").format(
-                result.seconds, device, os.path.basename(result.out_path))
-            self.dock.set_device_used(device)
-            self.dock.set_progress(100)
-            self.dock.set_status(text, "success")
-            self._message(text, Qgis.Success)
-            for note in result.messages:
-                self._message(note, Qgis.Info)
+            self._show_result(outcome.result)
         elif outcome.error is not None:
             self.dock.set_status(outcome.error, "error")
             self._message(outcome.error, Qgis.Critical)
@@ -203,6 +202,21 @@ class SarCloudRemovalPlugin:
             self.dock.set_progress(0)
             self.dock.set_status(tr("Cancelled; nothing was written."))
             self._message(tr("Cancelled; nothing was written."), Qgis.Info)
+
+    def _show_result(self, result):
+        add_result_layers(QgsProject.instance(), result.out_path, result.gate_path)
+        device = tr("{} ({})").format(result.device.upper(), result.backend)
+        text = tr("Clouds removed in {:.1f} s on {}: {}").format(
+            result.seconds, device, os.path.basename(result.out_path))
+        self.dock.set_device_used(device)
+        self.dock.set_progress(100)
+        self.dock.set_status(text, "success")
+        notes = [note for note in result.messages if note]
+        for note in notes:
+            QgsMessageLog.logMessage(note, LOG_TAG, Qgis.Info)
+        # The engine's notes (S2 offset, GPU fallback, ...) go under "more", not over the result.
+        self.iface.messageBar().pushMessage(TITLE, text, "\n".join(notes), Qgis.Success,
+                                            MESSAGE_SECONDS)
 
     def _message(self, text: str, level) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level, MESSAGE_SECONDS)

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from .errors import Cancelled, UserError
 from .geotiff import OutputPair
-from .grid import S1OnS2Grid, decimated_sample, open_raster, output_window, require_georeferencing
+from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, spread_sample
 from .sensors import (denormalise_s2, is_linear_power, normalise_s1, normalise_s2,
                       resolve_s2_offset)
 from .tiling import BlendAccumulator, TileGrid, effective_tile_size, pad_to_tile
@@ -77,22 +77,30 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _check_output_paths(out: Path, gate: Path, inputs) -> None:
     for path, what in ((out, "output"), (gate, "gate output")):
-        if path.is_dir():
-            raise UserError(f"The {what} path {path} is a folder; give a file name such as "
-                            f"{path / 'restored.tif'}.")
-        if not path.parent.is_dir():
-            raise UserError(f"The folder {path.parent} for the {what} does not exist (or is not "
-                            f"a folder); create it or choose another path.")
-        if not os.access(path.parent, os.W_OK):
-            raise UserError(f"The folder {path.parent} is not writable; choose an output folder "
-                            f"you can write to.")
-        for source, role in inputs:
-            if _same_file(path, source):
-                raise UserError(f"The {what} path {path} is the {role} input; choose another "
-                                f"file name so the input is not overwritten.")
+        try:
+            _check_output_path(path, what, inputs)
+        except OSError as exc:   # e.g. a name too long for the file system
+            raise UserError(f"The {what} path {path} cannot be used ({exc.strerror}); choose "
+                            f"another path.") from None
     if _same_file(out, gate):
         raise UserError(f"The gate output path is the same file as the restored output ({out}); "
                         f"give them different names.")
+
+
+def _check_output_path(path: Path, what: str, inputs) -> None:
+    if path.is_dir():
+        raise UserError(f"The {what} path {path} is a folder; give a file name such as "
+                        f"{path / 'restored.tif'}.")
+    if not path.parent.is_dir():
+        raise UserError(f"The folder {path.parent} for the {what} does not exist (or is not a "
+                        f"folder); create it or choose another path.")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"The folder {path.parent} is not writable; choose an output folder you "
+                        f"can write to.")
+    for source, role in inputs:
+        if _same_file(path, source):
+            raise UserError(f"The {what} path {path} is the {role} input; choose another file "
+                            f"name so the input is not overwritten.")
 
 
 def _check_band_count(dataset, expected: int, role: str, band_names) -> None:
@@ -166,58 +174,50 @@ def _blocks(height: int, width: int):
             yield row, col, min(BLOCK_SIZE, height - row), min(BLOCK_SIZE, width - col)
 
 
-def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, nodata, batch_size,
-             progress, is_cancelled) -> bool:
+def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_size, progress,
+             is_cancelled) -> bool:
     """Run the model over every block and write it; returns whether any pixel was invalid."""
     blocks = [(block, grid.tiles_touching(*block)) for block in _blocks(grid.height, grid.width)]
     total = sum(len(tiles) for _, tiles in blocks)
     done = 0
     any_invalid = False
-    dtype = scene.s2.dtypes[0]
     for (row0, col0, height, width), tiles in blocks:
-        bands = scene.s2.count + 1   # the restored bands, then the gate
-        accumulator = BlendAccumulator(bands, row0, col0, height, width, grid.tile)
-        valid = np.zeros((height, width), bool)
+        accumulator = BlendAccumulator(scene.s2.count + 1, row0, col0, height, width, grid.tile)
         for start in range(0, len(tiles), batch_size):
             if is_cancelled():
                 raise Cancelled()
             batch = tiles[start:start + batch_size]
             s2_tiles, s1_tiles = [], []
             for row, col in batch:
-                s2, s1, tile_valid = scene.read_tile(row, col, grid.tile)
+                s2, s1, valid = scene.read_tile(row, col, grid.tile)
                 s2_tiles.append(s2)
                 s1_tiles.append(s1)
-                _paste(valid, tile_valid, row - row0, col - col0)
+                accumulator.mark_valid(valid, row, col)
             restored, gate = backend.run(np.stack(s2_tiles), np.stack(s1_tiles))
             for (row, col), tile_restored, tile_gate in zip(batch, restored, gate):
                 accumulator.add(np.concatenate([tile_restored, tile_gate]), row, col)
             done += len(batch)
             progress(done / total, f"tile {done} of {total}")
-        blended = accumulator.result()
-        out = np.empty((bands - 1, height, width), dtype)
-        for band in range(bands - 1):   # band by band: a whole-block temporary would be large
-            out[band] = denormalise_s2(blended[band], scene.offset, dtype, scene.s2_scale)
-        gate = np.clip(blended[-1:], 0, 1)
-        invalid = ~valid
-        if nodata is not None and out.dtype.kind in "iu":
-            # A valid pixel must not read as nodata: move it one DN away.
-            info = np.iinfo(out.dtype)
-            out[out == nodata] = nodata + 1 if nodata < info.max else nodata - 1
-        if invalid.any():
-            any_invalid = True
-            out[:, invalid] = _nodata_or_default(nodata, out.dtype)
-            gate[:, invalid] = np.nan
+        out, gate = _block_outputs(scene, accumulator.result(), accumulator.valid)
+        any_invalid |= not accumulator.valid.all()
         writer.write(Window(col0, row0, width, height), out, gate)
     return any_invalid
 
 
-def _paste(target: np.ndarray, tile: np.ndarray, row: int, col: int) -> None:
-    """Copy the part of `tile` (placed at row, col relative to `target`) that falls inside it."""
-    r0, c0 = max(row, 0), max(col, 0)
-    r1 = min(row + tile.shape[0], target.shape[0])
-    c1 = min(col + tile.shape[1], target.shape[1])
-    if r0 < r1 and c0 < c1:
-        target[r0:r1, c0:c1] = tile[r0 - row:r1 - row, c0 - col:c1 - col]
+def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray):
+    """A blended block (restored bands, then the gate) -> S2 DN and gate, with nodata filled in."""
+    dtype, nodata = np.dtype(scene.s2.dtypes[0]), scene.s2.nodata
+    out = np.empty(blended[:-1].shape, dtype)
+    for band, values in enumerate(blended[:-1]):   # band by band: no whole-block float copy
+        out[band] = denormalise_s2(values, scene.offset, dtype, scene.s2_scale)
+    gate = np.clip(blended[-1:], 0, 1)
+    if nodata is not None and dtype.kind in "iu":
+        # A valid pixel must not read as nodata: move it one DN away.
+        out[out == nodata] = nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
+    invalid = ~valid
+    out[:, invalid] = _nodata_or_default(nodata, dtype)
+    gate[:, invalid] = np.nan
+    return out, gate
 
 
 def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
@@ -258,11 +258,11 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
             messages.append(note)
         grid = TileGrid(window.height, window.width, tile, overlap)
 
-        s2_sample = decimated_sample(s2, window)
+        s2_sample = spread_sample(s2, window)
         offset, note = resolve_s2_offset(request.s2_offset, s2_sample,
                                          np.isfinite(s2_sample).all(axis=0))
         messages.append(note)
-        s1_linear = is_linear_power(decimated_sample(s1))
+        s1_linear = is_linear_power(spread_sample(s1))
         if s1_linear:
             messages.append("The S1 image looks like linear power; converted it to dB.")
 
@@ -270,15 +270,15 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         backend = create_backend(files, spec, backend=request.backend, device=request.device,
                                  threads=request.threads)
         stack.callback(backend.close)
-        messages += backend.messages
         s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
         transform = s2.window_transform(window)
         writer = stack.enter_context(OutputPair(
             out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
             height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
         scene = _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range)
-        any_invalid = _restore(scene, grid, backend, writer, s2.nodata, request.batch_size,
-                               progress, is_cancelled)
+        any_invalid = _restore(scene, grid, backend, writer, request.batch_size, progress,
+                               is_cancelled)
+        messages += backend.messages   # read after the run: a GPU fallback may happen midway
         restored_nodata = _nodata_or_default(s2.nodata, s2.dtypes[0])
         if any_invalid:
             messages.append(f"Pixels without valid S1 or S2 data are written as nodata "

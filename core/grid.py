@@ -20,13 +20,14 @@ from rasterio.windows import Window
 
 from .errors import UserError
 
-# Bounds that miss a pixel centre by less than this (in pixels) count as on the grid line; it
+# AOI bounds within this many pixels of a pixel edge count as on it; it
 # absorbs the float noise of coordinates that went through a CRS transformation.
 _SNAP_TOLERANCE_PX = 1e-3
 # Points per edge when transforming bounds between CRSs, so curved edges are followed.
 _DENSIFY_POINTS = 21
-# A decimated sample this many pixels on its longer side is plenty to judge value ranges.
-_SAMPLE_SIDE = 512
+# 36 patches of 64 x 64 px spread over the image: plenty to judge value ranges.
+_SAMPLE_PATCHES = 6
+_SAMPLE_PATCH_SIZE = 64
 
 
 def open_raster(path, role: str):
@@ -106,17 +107,24 @@ def _snap(bounds, dataset) -> Window:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def decimated_sample(dataset, window: Window = None, side: int = _SAMPLE_SIDE) -> np.ndarray:
-    """A nearest-neighbour sample of all bands, at most `side` px on its longer side, as float64.
+def spread_sample(dataset, window: Window = None, patches: int = _SAMPLE_PATCHES,
+                  size: int = _SAMPLE_PATCH_SIZE) -> np.ndarray:
+    """All bands of `patches` x `patches` small windows spread evenly over `window`, as
+    (bands, pixels) float64 with nodata turned into NaN.
 
-    Nodata becomes NaN. Value-range decisions (DN offset, linear vs dB) need only a sample, and
-    reading one keeps memory flat however big the scene is.
+    Value-range decisions (DN offset, linear power vs dB) need only a sample. A few small
+    windows touch a few file blocks, so sampling costs the same for a full 10980 px tile as for
+    a chip; a decimated read of the whole window would decompress every block of it.
     """
     window = window or Window(0, 0, dataset.width, dataset.height)
-    scale = max(1.0, max(window.width, window.height) / side)
-    shape = (dataset.count, max(1, round(window.height / scale)), max(1, round(window.width / scale)))
-    sample = dataset.read(window=window, out_shape=shape,
-                          resampling=Resampling.nearest).astype(np.float64)
+    height, width = min(size, window.height), min(size, window.width)
+    rows = np.unique(np.linspace(window.row_off, window.row_off + window.height - height,
+                                 patches).round().astype(int))
+    cols = np.unique(np.linspace(window.col_off, window.col_off + window.width - width,
+                                 patches).round().astype(int))
+    sample = np.concatenate([dataset.read(window=Window(col, row, width, height))
+                             .reshape(dataset.count, -1) for row in rows for col in cols],
+                            axis=1).astype(np.float64)
     if dataset.nodata is not None:
         sample[sample == dataset.nodata] = np.nan
     return sample

@@ -27,8 +27,8 @@ _MIN_LINEAR_POWER = 1e-10
 def detect_s2_offset(sample: np.ndarray, valid: np.ndarray) -> int:
     """Return the DN offset (0 or 1000) that an L1C image carries, judged from its valid pixels.
 
-    `sample` is bands x rows x cols (a decimated read is enough); `valid` is rows x cols.
-    Without an offset, B10 and dark surfaces reach a few DN; with it, nothing valid goes
+    `sample` is (bands, ...pixels) and `valid` the matching (...pixels) mask; a sample of the
+    image is enough. Without an offset, B10 and dark surfaces reach a few DN; with it, nothing valid goes
     (much) below 1000. An image with no valid pixels is given offset 0.
     """
     values = sample[:, valid]
@@ -57,8 +57,11 @@ def resolve_s2_offset(setting, sample: np.ndarray, valid: np.ndarray):
 
 def normalise_s2(dn: np.ndarray, offset: int, scale: float = S2_SCALE) -> np.ndarray:
     """DN -> network scale: (DN - offset) clipped to [0, scale], divided by scale, float32."""
-    shifted = dn.astype(np.float32) - np.float32(offset)
-    return np.clip(shifted, 0, scale) / np.float32(scale)
+    values = dn.astype(np.float32)   # in place from here on: this runs on every tile
+    values -= np.float32(offset)
+    np.clip(values, np.float32(0), np.float32(scale), out=values)
+    values /= np.float32(scale)
+    return values
 
 
 def denormalise_s2(values: np.ndarray, offset: int, dtype, scale: float = S2_SCALE) -> np.ndarray:
@@ -95,6 +98,11 @@ def normalise_s1(values: np.ndarray, linear: bool, db_range=S1_DB_RANGE) -> np.n
     """
     values = values.astype(np.float32)
     if linear:
-        values = 10 * np.log10(np.maximum(values, _MIN_LINEAR_POWER))  # NaN propagates
+        np.maximum(values, np.float32(_MIN_LINEAR_POWER), out=values)   # NaN propagates
+        np.log10(values, out=values)
+        values *= np.float32(10)
     low, high = (np.float32(v) for v in db_range)
-    return (np.clip(values, low, high) - low) / (high - low)
+    np.clip(values, low, high, out=values)
+    values -= low
+    values /= high - low
+    return values

@@ -94,7 +94,8 @@ def blend_window(tile: int) -> np.ndarray:
 
 
 class BlendAccumulator:
-    """Weighted sums of tile predictions over one output block.
+    """Weighted sums of tile predictions over one output block, and which of its pixels had
+    valid inputs.
 
     All bands share one weight sum, accumulated in the same order as the weighted values, so a
     band of ones (a clear-sky gate) blends to exactly 1 wherever tiles overlap.
@@ -105,19 +106,34 @@ class BlendAccumulator:
         self.window = blend_window(tile)
         self.total = np.zeros((bands, height, width), np.float32)
         self.weight = np.zeros((height, width), np.float32)
+        self.valid = np.zeros((height, width), bool)
+
+    def _overlap(self, row: int, col: int, rows: int, cols: int):
+        """(slices into the tile, slices into the block) where a rows x cols tile placed at image
+        offset (row, col) meets the block, or None."""
+        r0, c0 = max(row, self.row0), max(col, self.col0)
+        r1, c1 = min(row + rows, self.row0 + self.height), min(col + cols, self.col0 + self.width)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return (np.s_[r0 - row:r1 - row, c0 - col:c1 - col],
+                np.s_[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0])
 
     def add(self, prediction: np.ndarray, row: int, col: int) -> None:
         """Add a (bands, tile, tile) prediction whose tile starts at image offset (row, col)."""
-        r0, c0 = max(row, self.row0), max(col, self.col0)
-        r1 = min(row + prediction.shape[1], self.row0 + self.height)
-        c1 = min(col + prediction.shape[2], self.col0 + self.width)
-        if r0 >= r1 or c0 >= c1:
+        overlap = self._overlap(row, col, *prediction.shape[1:])
+        if overlap is None:
             return
-        src = np.s_[r0 - row:r1 - row, c0 - col:c1 - col]
-        dst = np.s_[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0]
+        src, dst = overlap
         weight = self.window[src]
         self.total[(slice(None),) + dst] += prediction[(slice(None),) + src] * weight
         self.weight[dst] += weight
+
+    def mark_valid(self, valid: np.ndarray, row: int, col: int) -> None:
+        """Record the (rows, cols) validity of a tile's real (unpadded) pixels."""
+        overlap = self._overlap(row, col, *valid.shape)
+        if overlap is not None:
+            src, dst = overlap
+            self.valid[dst] = valid[src]
 
     def result(self) -> np.ndarray:
         """The blended block, (bands, height, width) float32; every pixel must have been covered.

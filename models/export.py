@@ -4,18 +4,17 @@ A model file is only usable when it carries a spec (docs/ARCHITECTURE.md, "Model
 every writer goes through here: `save_checkpoint` for torch, `export_onnx` for ONNX. Both check
 the spec first and write atomically (a temporary file renamed into place), so an interrupted run
 never leaves a half-written model where the engine would find it.
+
+The CLI imports this module to list every command's options, so torch, onnx and the networks
+are imported inside the functions that use them.
 """
 import io
 import json
 import os
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ..core.errors import UserError
 from ..core.model_spec import SPEC_KEY, make_spec, read_checkpoint, validate_spec
-from .registry import ARCHITECTURES, build, resolved_config
 
 ONNX_OPSET = 17
 # The trace runs on a small dummy batch: ONNX graphs are traced, and the axes named here stay free.
@@ -37,7 +36,7 @@ def _write_atomically(path: Path, write) -> None:
         raise
 
 
-def _checked_spec(model: nn.Module, spec: dict, path) -> dict:
+def _checked_spec(model, spec: dict, path) -> dict:
     validate_spec(spec, str(path))
     multiple = getattr(model, "size_multiple", 1)
     if spec["size_multiple"] % multiple:
@@ -46,36 +45,29 @@ def _checked_spec(model: nn.Module, spec: dict, path) -> dict:
     return spec
 
 
-def save_checkpoint(model: nn.Module, spec: dict, path, extra: dict = None) -> None:
+def save_checkpoint(model, spec: dict, path, extra: dict = None) -> None:
     """Write {"spec", "state_dict"} (+ `extra`, e.g. optimizer state for resuming) to `path`.
 
     The engine's torch backend loads exactly this, rebuilding the network from the spec.
     """
+    import torch
+
     checkpoint = dict(extra or {}, spec=_checked_spec(model, spec, path),
                       state_dict=model.state_dict())
     _write_atomically(Path(path), lambda temporary: torch.save(checkpoint, temporary))
 
 
-class _ExportedOutputs(nn.Module):
-    """The network as the ONNX graph sees it: only the outputs the engine reads (no KL)."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor):
-        output = self.network(s2, s1)
-        return output.restored, output.gate
-
-
-def export_onnx(model: nn.Module, spec: dict, path) -> None:
+def export_onnx(model, spec: dict, path) -> None:
     """Trace `model` in eval mode into an ONNX graph with inputs `s2`, `s1`, outputs `restored`,
     `gate` (batch, height and width free) and the spec in its metadata, checked by onnx.checker.
     """
     import onnx
+    import torch
+
+    from .network_io import EngineOutputs
 
     _checked_spec(model, spec, path)
-    wrapper = _ExportedOutputs(model)
+    wrapper = EngineOutputs(model)
     was_training = model.training
     wrapper.eval()
     side = spec["size_multiple"] * max(1, 32 // spec["size_multiple"])
@@ -98,6 +90,8 @@ def export_onnx(model: nn.Module, spec: dict, path) -> None:
 
 def load_network(path) -> tuple:
     """(network in eval mode, spec dict) from a checkpoint written by `save_checkpoint`."""
+    from .registry import build
+
     checkpoint = read_checkpoint(Path(path))
     spec = validate_spec(checkpoint["spec"], str(path))
     network = build(spec.architecture, **spec.config)
@@ -109,9 +103,13 @@ def load_network(path) -> tuple:
     return network.eval(), spec.raw
 
 
-def initial_network(architecture: str, config: dict = None, seed: int = 0) -> nn.Module:
+def initial_network(architecture: str, config: dict = None, seed: int = 0):
     """A freshly initialised network, reproducible from `seed` (for shipping untrained defaults
     and for tests)."""
+    import torch
+
+    from .registry import build
+
     torch.manual_seed(seed)
     return build(architecture, **(config or {}))
 
@@ -120,9 +118,9 @@ def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="CKPT.pt",
                         help="a checkpoint written by `sar-cloud-removal train`")
-    source.add_argument("--untrained", metavar="ARCHITECTURE", choices=sorted(ARCHITECTURES),
-                        help="export a freshly initialised network instead (seeded; "
-                             f"one of {', '.join(sorted(ARCHITECTURES))})")
+    source.add_argument("--untrained", metavar="ARCHITECTURE",
+                        help="export a freshly initialised (seeded) network of a registered "
+                             "architecture instead, e.g. ibhfn")
     parser.add_argument("--config", metavar="JSON", default="{}",
                         help="architecture settings for --untrained, e.g. '{\"width\": 24}'")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained")
@@ -153,6 +151,8 @@ def _parse_config(text: str) -> dict:
 
 
 def run(args) -> int:
+    from .registry import resolved_config
+
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise UserError(f"The output {out} must end in .onnx.")

@@ -21,6 +21,10 @@ from .network_io import S1_CHANNELS, S2_CHANNELS, NetworkOutput
 
 # log σ² is clamped so that exp() can neither overflow nor vanish while the bottleneck is young.
 _LOGVAR_LIMIT = 8.0
+# σ starts at e^-2 ≈ 0.14 rather than 1: unit noise would drown the young SAR features, and the
+# decoder would first learn to ignore SAR altogether. The KL term then decides how much noise
+# each channel and pixel tolerates.
+_LOGVAR_INIT = -4.0
 # The gate starts mostly open (sigmoid(2) ≈ 0.88) so that, with the Dirac skip, an untrained
 # network already passes clear pixels through and training only has to learn where to close it.
 _GATE_INIT_LOGIT = 2.0
@@ -62,6 +66,8 @@ class SpatialBottleneckFusion(nn.Module):
         super().__init__()
         self.mu = nn.Conv2d(sar_channels, sar_channels, 1)
         self.logvar = nn.Conv2d(sar_channels, sar_channels, 1) if variational else None
+        if self.logvar is not None:
+            nn.init.constant_(self.logvar.bias, _LOGVAR_INIT)
         self.fuse = nn.Conv2d(optical_channels + sar_channels, optical_channels, 1)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor):

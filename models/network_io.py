@@ -3,6 +3,7 @@ engine need no per-architecture code."""
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from ..core.model_spec import S1_BANDS, S2_BANDS
 
@@ -24,3 +25,16 @@ class NetworkOutput(NamedTuple):
     restored: torch.Tensor
     gate: torch.Tensor
     kl: torch.Tensor
+
+
+class EngineOutputs(nn.Module):
+    """A network as its ONNX graph presents it: (restored, gate), the outputs the engine reads;
+    the KL only matters to training."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor):
+        output = self.network(s2, s1)
+        return output.restored, output.gate

@@ -5,19 +5,17 @@ algorithm in a background thread, so this class only turns parameters into a `Re
 relays progress, cancel and errors; every check and all the work stay in `core.engine`, the code
 path the dock and the CLI share.
 """
-import os
-
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer)
+                       QgsProcessingParameterRasterLayer, QgsRasterLayer)
 
 from ..core.errors import UserError
 from ..ui.i18n import tr
-
-# DEVICE enum index -> the engine's device name.
-DEVICES = ("auto", "cuda", "cpu")
+from ..ui.layers import file_path, style_gate, style_true_colour
+from ..ui.settings import DEVICES  # the engine's device names, in the DEVICE options' order
 
 
 class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
@@ -110,12 +108,12 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         from ..core.engine import RemovalRequest, remove_clouds
 
         aoi, aoi_crs = self._area_of_interest(parameters, context)
+        out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        gate_path = self.parameterAsOutputLayer(parameters, self.GATE_OUTPUT, context)
         request = RemovalRequest(
             s2_path=self._raster_file(parameters, self.S2, "Sentinel-2", context),
             s1_path=self._raster_file(parameters, self.S1, "Sentinel-1", context),
-            out_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            gate_path=self.parameterAsOutputLayer(parameters, self.GATE_OUTPUT, context),
-            aoi=aoi, aoi_crs=aoi_crs,
+            out_path=out_path, gate_path=gate_path, aoi=aoi, aoi_crs=aoi_crs,
             model=self.parameterAsFile(parameters, self.MODEL, context) or "default",
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
@@ -130,19 +128,22 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(tr("Ran model {} with {} on {}: {} × {} px in {:.1f} s.").format(
             result.model_name, result.backend, result.device.upper(), result.width,
             result.height, result.seconds))
-        return {self.OUTPUT: str(result.out_path), self.GATE_OUTPUT: str(result.gate_path)}
+        StyleOnLoad.attach(context, out_path, style_true_colour)
+        StyleOnLoad.attach(context, gate_path, style_gate)
+        return {self.OUTPUT: out_path, self.GATE_OUTPUT: gate_path}
 
     def _raster_file(self, parameters, name, label, context):
         """The layer's file path: the engine streams windows from files with rasterio, so layers
-        that are not GDAL files (WMS, PostGIS, memory…) are refused with what to do instead."""
+        that are not GDAL files (WMS, PostGIS, virtual…) are refused with what to do instead."""
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, name))
-        if layer.providerType() != "gdal" or not os.path.isfile(layer.source()):
+        path = file_path(layer)
+        if path is None:
             raise QgsProcessingException(tr(
                 "The {} layer '{}' is not a raster file on disk; save it as a GeoTIFF "
                 "(Export > Save As…) and choose that file.").format(label, layer.name()))
-        return layer.source()
+        return path
 
     def _area_of_interest(self, parameters, context):
         """(xmin, ymin, xmax, ymax) and its CRS, or (None, None) for the S1 ∩ S2 overlap.
@@ -180,3 +181,27 @@ class ProgressRelay:
         if message and message != self.message:
             self.message = message
             self.feedback.setProgressText(message)
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output as the dock styles its results (true colour, labelled gate ramp) when
+    Processing loads it into the project, which happens on the main thread after the run."""
+
+    # Processing holds post-processors by C++ pointer only, and the algorithm copy that ran may
+    # be gone by the time layers load, so the Python objects are kept alive here: one small
+    # object per output path for the session.
+    _alive = {}
+
+    def __init__(self, style):
+        super().__init__()
+        self.style = style
+
+    @classmethod
+    def attach(cls, context, path, style):
+        if context.willLoadLayerOnCompletion(path):
+            cls._alive[path] = cls(style)
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(cls._alive[path])
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
+        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            self.style(layer)

@@ -79,6 +79,7 @@ def run_check(zip_path, s2, s1, out: Path, timeout_s: float = 90) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("status.json", "desktop.png", "qgis.log"):
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "results", ignore_errors=True)  # where the startup script has QGIS write
     with tempfile.TemporaryDirectory() as tmp, virtual_display() as display:
         config = Path(tmp) / "config"
         enable_plugin(install_plugin(zip_path, config), PLUGIN_ID)

@@ -12,7 +12,8 @@ so the zip is cut from it by explicit rules rather than shipped as is:
   that the torch backend rebuilds a .pt with) are added, and an import of an excluded module
   stops the build, so the zip never ships code that fails on import;
 - generated files are added: `resources.py` compiled from `resources.qrc` (generated files stay
-  out of git), and the default model's .onnx weights + model card from `models/weights/`.
+  out of git), and from `models/weights/` the default model's .onnx file and, once written,
+  its model card (.md).
 
 Only the default model's ONNX file ships, not its .pt: the ONNX graph holds the same weights and
 spec, runs with onnxruntime alone (QGIS has no torch by default) and keeps the zip under the
@@ -152,22 +153,25 @@ def build_package(out: Path, root: Path = REPO) -> list:
     zip would break an upload rule."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:
-        entries = {p: root / p for p in select_files(repo_files(root), root)}
-        entries.update(model_files(root))
-        entries.update(compile_resources(root, Path(work)))
-        partial = out.with_name(out.name + ".partial")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for name in sorted(entries):
-                info = zipfile.ZipInfo(f"{PLUGIN_ID}/{name}", date_time=ZIP_DATE)
-                info.external_attr = 0o644 << 16  # regular file, not executable
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, entries[name].read_bytes())
-    problems = check_zip(partial, PLUGIN_ID)
-    if problems:
-        partial.unlink()
-        raise UserError(f"The plugin zip breaks the plugins.qgis.org rules: {problems[0]}")
-    partial.replace(out)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            entries = {p: root / p for p in select_files(repo_files(root), root)}
+            entries.update(model_files(root))
+            entries.update(compile_resources(root, Path(work)))
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+                for name in sorted(entries):
+                    info = zipfile.ZipInfo(f"{PLUGIN_ID}/{name}", date_time=ZIP_DATE)
+                    info.external_attr = 0o644 << 16  # regular file, not executable
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    archive.writestr(info, entries[name].read_bytes())
+        problems = check_zip(partial, PLUGIN_ID)
+        if problems:
+            raise UserError(f"The plugin zip would break {len(problems)} plugins.qgis.org "
+                            f"rule(s), first: {problems[0]}")
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return [f"{PLUGIN_ID}/{name}" for name in sorted(entries)]
 
 

@@ -3,7 +3,11 @@
 The site refuses a zip for any of these (its validator), and flags some more in its security scan;
 checking them here, in the tests and at `make package`, catches a broken release locally. URLs are
 checked for form only: the site also fetches them, which needs a network this project must not
-assume. Usage: `python -m sar_cloud_removal.scripts.plugin_validator dist/sar_cloud_removal.zip`.
+assume. Of the site's security scan, the file checks are applied (hidden files, binaries,
+executable Python); its Bandit, detect-secrets and flake8 runs are not, as those tools are not
+project dependencies.
+
+Usage: `python -m sar_cloud_removal.scripts.plugin_validator dist/sar_cloud_removal.zip`
 """
 import argparse
 import configparser
@@ -12,6 +16,7 @@ import re
 import stat
 import sys
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
@@ -42,13 +47,11 @@ def check_zip(path, plugin_id=None) -> list:
     except (zipfile.BadZipFile, OSError) as exc:
         return [f"{path} is not a readable zip file ({exc})."]
     with archive:
-        problems = _check_size(path)
-        bad_member = archive.testzip()
-        if bad_member is not None:
-            problems.append(f"{bad_member} is corrupt in the zip (CRC mismatch).")
+        problems = _check_size(path) + _check_integrity(archive)
         infos = archive.infolist()
         problems += _check_entry_names(infos)
-        top = _check_top_folder(infos, plugin_id, problems)
+        top, found = _top_folder(infos, plugin_id)
+        problems += found
         if top is None:
             return problems
         names = {info.filename for info in infos}
@@ -68,6 +71,14 @@ def _check_size(path) -> list:
         return [f"The zip is {size / 2**20:.1f} MB; the site accepts at most "
                 f"{MAX_ZIP_BYTES / 2**20:.0f} MB."]
     return []
+
+
+def _check_integrity(archive) -> list:
+    try:
+        bad_member = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        return [f"The zip is damaged ({exc})."]
+    return [] if bad_member is None else [f"{bad_member} is corrupt in the zip (CRC mismatch)."]
 
 
 def _check_entry_names(infos) -> list:
@@ -94,24 +105,23 @@ def _check_entry_names(infos) -> list:
     return problems
 
 
-def _check_top_folder(infos, plugin_id, problems):
-    """The single folder everything sits in, or None (with the problem recorded)."""
+def _top_folder(infos, plugin_id):
+    """(the single folder everything sits in, or None; the problems with it)."""
     tops = {PurePosixPath(info.filename).parts[0] for info in infos if info.filename.strip("/")}
     files_at_top = [info.filename for info in infos
                     if not info.is_dir() and len(PurePosixPath(info.filename).parts) == 1]
     if not tops or files_at_top:
-        problems.append("The zip must hold one plugin folder with every file inside it.")
-        return None
+        return None, ["The zip must hold one plugin folder with every file inside it."]
     if len(tops) > 1:
-        problems.append(f"The zip holds several top folders ({', '.join(sorted(tops))}); it "
-                        f"must hold only the plugin folder.")
-        return None
+        return None, [f"The zip holds several top folders ({', '.join(sorted(tops))}); it "
+                      f"must hold only the plugin folder."]
     top = tops.pop()
+    problems = []
     if not TOP_FOLDER.match(top) or not top.isidentifier():
         problems.append(f"The plugin folder '{top}' must be a Python identifier.")
     if plugin_id is not None and top != plugin_id:
         problems.append(f"The plugin folder is '{top}', not the plugin id '{plugin_id}'.")
-    return top
+    return top, problems
 
 
 def _check_entry_point(archive, top, names) -> list:

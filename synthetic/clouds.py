@@ -52,9 +52,7 @@ class CloudSample:
 
 @dataclass(frozen=True)
 class CloudField:
-    """Every random choice of one cloud situation over a `height` x `width` scene."""
-    height: int
-    width: int
+    """Every random choice of one cloud situation; renders any window of its scene."""
     seed: int
     period: float              # coarsest noise wavelength, pixels
     edge_threshold: float      # noise level of the cloud edge (sets the coverage)
@@ -107,7 +105,7 @@ class CloudField:
         angle = rng.uniform(0.0, 2.0 * np.pi)
         distance = rng.uniform(0.05, 0.25) * period
         return cls(
-            height=height, width=width, seed=seed, period=period,
+            seed=seed, period=period,
             edge_threshold=edge, core_threshold=core,
             depth_scale=float(preview.std()) or 1.0,
             haze_depth=float(rng.uniform(0.2, 1.2)) if has_haze else 0.0,
@@ -155,8 +153,11 @@ class CloudField:
         haze_b = haze[touched] * spectral.astype(np.float32)[:, None]
         thick_b = np.broadcast_to(thick[touched], haze_b.shape)
         depth_b = thick_b + haze_b
+        # Thick cloud is brighter where it is deeper (more light scattered back up), so its
+        # tops have structure rather than one flat colour.
+        tops = 0.8 + 0.2 * np.tanh(thick[touched] / np.float32(3.0))
         # Depth-weighted mean of the two layers' reflectances; undefined (and unused) at depth 0.
-        reflectance = np.divide(thick_b * self.thick_reflectance[:, None]
+        reflectance = np.divide(thick_b * self.thick_reflectance[:, None] * tops
                                 + haze_b * self.haze_reflectance[:, None],
                                 depth_b, out=np.zeros_like(depth_b), where=depth_b > 0)
         opacity_b = -np.expm1(-depth_b)

@@ -1,7 +1,8 @@
 """Run inside the real QGIS desktop by `qgis --code` (see scripts/desktop_check.py): drive the
 plugin installed from the zip as an analyst would, and record what happened in status.json.
 
-Steps: open the dock from its toolbar action, load a real Sentinel-2 + Sentinel-1 pair, click the
+Steps: check the Processing algorithm is listed, open the dock from its toolbar action, load a
+real Sentinel-2 + Sentinel-1 pair, click the
 layer action "Remove clouds" on the Sentinel-2 layer, wait for the two result layers, show the
 restored image, then set `finished` so the caller can take the screenshot. Everything runs from
 timers, so the QGIS event loop (and the background task) keeps going between steps.
@@ -45,11 +46,15 @@ def start():
     window.setGeometry(0, 0, 1920, 1080)  # no window manager under Xvfb to maximise it
     plugin = plugins.get(PLUGIN)
     record(plugin_loaded=plugin is not None,
-           plugin_file=sys.modules[type(plugin).__module__].__file__ if plugin else None)
+           plugin_file=sys.modules[type(plugin).__module__].__file__ if plugin else None,
+           algorithm_listed=QgsApplication.processingRegistry().algorithmById(
+               f"{PLUGIN}:remove_clouds") is not None)
     if plugin is None:
         return finish(error="the plugin was not loaded")
+    from sar_cloud_removal.ui import settings  # the plugin's own module, from the profile
+
     # Results go to the check's folder instead of ~/Documents.
-    sys.modules[f"{PLUGIN}.ui.settings"].set_output_folder(os.path.join(OUT, "results"))
+    settings.set_output_folder(os.path.join(OUT, "results"))
     os.makedirs(os.path.join(OUT, "results"), exist_ok=True)
 
     main_window_action("SarCloudRemovalShowDock").trigger()
@@ -66,7 +71,6 @@ def start():
     iface.setActiveLayer(s2)
     iface.mapCanvas().setExtent(s2.extent())
     main_window_action("SarCloudRemovalLayerAction").trigger()
-    record(run_started_at=time.monotonic())
     wait_for_results(time.monotonic())
 
 
@@ -89,6 +93,11 @@ def show_results(layers, seconds):
         "name": layer.name(), "source": layer.source(), "valid": layer.isValid(),
         "bands": layer.bandCount(), "width": layer.width(), "height": layer.height(),
         "crs": layer.crs().authid()} for layer in layers])
+    # Show the result group's layers and legend rather than the inputs' band lists (toggled, as
+    # the view ignores setting the state a node already has).
+    for node in QgsProject.instance().layerTreeRoot().children():
+        node.setExpanded(False)
+        node.setExpanded(node.name().startswith("Cloud removal"))
     canvas = iface.mapCanvas()
     canvas.setExtent(layers[0].extent())
     canvas.refresh()
@@ -101,6 +110,7 @@ def finish(error=None):
     messages = [item.text() for item in iface.messageBar().items()]
     results = status.get("results", [])
     ok = (error is None and status.get("dock_visible") and status.get("inputs_valid")
+          and status.get("algorithm_listed")
           and len(results) == 2 and all(r["valid"] for r in results)
           and not status["log_errors"])
     record(finished=True, ok=bool(ok), error=error, messages=messages,

@@ -60,13 +60,15 @@ def test_pip_command_installs_into_the_profile_folder_with_constraints(tmp_path,
     assert f"numpy=={version('numpy')}" in constraints.read_text().splitlines()
 
 
-def test_the_folder_is_per_profile_and_importable(monkeypatch):
+def test_the_folder_is_per_profile_and_importable_once_the_plugin_loads(monkeypatch, qgis_iface):
+    from sar_cloud_removal import classFactory
+
     folder = dependencies.dependencies_folder()
     assert folder.parent.name == "sar_cloud_removal_deps"
     assert folder.name == f"python{sys.version_info.major}.{sys.version_info.minor}"
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    dependencies.register_dependencies_folder()
-    dependencies.register_dependencies_folder()
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != str(folder)])
+    classFactory(qgis_iface)
+    classFactory(qgis_iface)
     assert sys.path.count(str(folder)) == 1 and sys.path[-1] == str(folder)
 
 

@@ -1,7 +1,12 @@
 """The dock's validation: Run is enabled only for inputs the engine accepts, and otherwise the
 status line says which input is wrong."""
+import tempfile
+
+from osgeo import gdal
 from qgis.core import QgsRectangle
+from qgis.gui import QgsExtentWidget
 from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtWidgets import QToolButton
 
 from plugin_fixtures import ARTIFACTS, PATCH, SEN12MSCR, add_raster, plugin, sen12  # noqa: F401
 from sar_cloud_removal.ui import settings
@@ -42,6 +47,53 @@ def test_a_smaller_aoi_is_what_gets_processed(plugin, sen12, tmp_path):
 
     assert dock.current_inputs().aoi.toString(3) == half.toString(3)
     assert dock.status_label.text() == "Ready: 128 × 256 pixels will be processed."
+
+
+def test_layers_loaded_after_the_dock_opened_are_suggested(plugin, shared_data, tmp_path):
+    """As in the desktop: the dock is open first, then the S1 and the S2 are loaded."""
+    dock = _dock(plugin, tmp_path)
+    s1 = add_raster(shared_data / SEN12MSCR / "s1" / PATCH, "s1")
+    assert dock.s2_combo.currentLayer() is s1  # QGIS picks the only raster; it cannot be used
+    assert not _is_runnable(dock)
+    s2 = add_raster(shared_data / SEN12MSCR / "s2_cloudy" / PATCH, "s2_cloudy")
+
+    assert (dock.s2_combo.currentLayer(), dock.s1_combo.currentLayer()) == (s2, s1)
+    assert _is_runnable(dock)
+    add_raster(shared_data / SEN12MSCR / "s2" / PATCH, "s2_clear")
+    assert dock.s2_combo.currentLayer() is s2  # a usable choice is kept
+
+
+def test_a_layer_that_is_no_file_is_refused(plugin, sen12, shared_data, tmp_path):
+    _, s1 = sen12
+    gdal.Translate("/vsimem/s2_in_memory.tif", str(shared_data / SEN12MSCR / "s2_cloudy" / PATCH))
+    try:
+        in_memory = add_raster("/vsimem/s2_in_memory.tif", "s2_in_memory")
+        dock = _dock(plugin, tmp_path)
+        dock.prefill(in_memory, s1)
+        assert not _is_runnable(dock)
+        assert dock.status_label.text() == ("The Sentinel-2 layer 's2_in_memory' is not a file on "
+                                             "disk; save it as a GeoTIFF and choose that layer.")
+    finally:
+        gdal.Unlink("/vsimem/s2_in_memory.tif")
+
+
+def test_the_aoi_can_come_from_the_canvas_a_layer_or_a_drawing(plugin, sen12, tmp_path,
+                                                               qgis_canvas):
+    s2, _ = sen12
+    dock = _dock(plugin, tmp_path)
+    dock.s2_combo.setLayer(s2)
+    [menu_button] = dock.aoi_box.findChildren(QToolButton, "mCondensedToolButton")
+    choices = {action.text(): action for action in menu_button.menu().actions()}
+    assert {"Use Map Canvas Extent", "Calculate from Layer", "Draw on Canvas"} <= set(choices)
+
+    qgis_canvas.setDestinationCrs(s2.crs())
+    qgis_canvas.setExtent(s2.extent().buffered(-s2.extent().width() / 4))  # about the middle
+    choices["Use Map Canvas Extent"].trigger()
+    assert dock.aoi_box.extentState() == QgsExtentWidget.CurrentExtent
+    seen = qgis_canvas.extent().intersect(s2.extent())  # the canvas keeps its own aspect ratio
+    assert dock.status_label.text() == "Ready: {} × {} pixels will be processed.".format(
+        round(seen.width() / 10), round(seen.height() / 10))
+    assert seen.area() < s2.extent().area() and _is_runnable(dock)
 
 
 def test_missing_s1_is_explained(plugin, shared_data, qgis_new_project, tmp_path):
@@ -157,3 +209,9 @@ def test_dock_renders(plugin, sen12, tmp_path):
     image = dock.grab()
     assert image.save(str(ARTIFACTS / "dock.png"))
     assert image.width() == 360
+
+
+def test_the_default_output_folder_outlives_the_session():
+    folder = settings.default_output_folder()
+    assert folder.endswith("SAR Cloud Removal")
+    assert not folder.startswith(tempfile.gettempdir())

@@ -148,3 +148,19 @@ def test_default_model_on_the_sen12mscr_triplet(tmp_path, shared_data):
         assert out.dtypes[0] == "uint16" and (out.height, out.width) == (128, 128)
     assert 0 <= confidence.min() and confidence.max() <= 1
     assert restored.max() <= 10000 and restored.mean() > 50    # reflectance DN, not a blank
+
+
+def test_s1_in_linear_power_is_recognised_and_fed_as_db(tmp_path, shared_data):
+    s2 = shared_data / "sen12mscr" / "s2_cloudy" / SEN12
+    s1_db = shared_data / "sen12mscr" / "s1" / SEN12
+    s1_power = tmp_path / "s1_power.tif"
+    with rasterio.open(s1_db) as src:
+        db = src.read()
+        with rasterio.open(s1_power, "w", **src.profile) as dst:
+            dst.write((10 ** (db / 10)).astype(np.float32))
+    probe = _s1_probe_onnx(tmp_path / "probe.onnx")
+    result = _run(tmp_path, s2, s1_power, probe)
+    assert any("linear power" in m for m in result.messages)
+    with rasterio.open(result.gate_path) as gate:
+        fed_vv = gate.read(1)
+    np.testing.assert_allclose(fed_vv, (np.clip(db[0], -25, 0) + 25) / 25, atol=1e-5)

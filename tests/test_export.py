@@ -98,15 +98,18 @@ def test_a_spec_the_network_cannot_honour_is_refused_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_command_renames_and_retiles_a_checkpoint(exported, tmp_path, cli):
-    result = cli("export", "--checkpoint", exported[2] / "model.pt",
-                 "--out", tmp_path / "mine.onnx", "--name", "mine", "--version", "2.0.0", "--tile-size", "512", "--overlap", "64")
+def test_export_command_renames_and_retiles_a_checkpoint(tmp_path, cli):
+    config = resolved_config("ibhfn", {"width": 4, "sar_width": 2})
+    network = initial_network("ibhfn", config)
+    save_checkpoint(network, make_spec("small", "0.0.1", "ibhfn", config), tmp_path / "run.pt")
+    result = cli("export", "--checkpoint", tmp_path / "run.pt", "--out", tmp_path / "mine.onnx",
+                 "--name", "mine", "--version", "2.0.0", "--tile-size", "512", "--overlap", "64")
     assert result.returncode == 0, result.stderr
     spec = load_spec(resolve_model(tmp_path / "mine.onnx"))       # .onnx and .pt agree
     assert (spec.name, spec.version, spec.tile_size, spec.overlap) == ("mine", "2.0.0", 512, 64)
-    assert spec.config == exported[1]["config"]
-    assert read_checkpoint(tmp_path / "mine.pt")["state_dict"].keys() \
-        == exported[0].state_dict().keys()
+    assert spec.config == config
+    saved = read_checkpoint(tmp_path / "mine.pt")["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in network.state_dict().items())
 
 
 def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, capsys):

@@ -9,7 +9,7 @@ import georasters
 from georasters import ORIGIN, write_tif
 from sar_cloud_removal.core.errors import UserError
 from sar_cloud_removal.core.grid import (S1OnS2Grid, open_raster, output_window,
-                                         require_georeferencing)
+                                         require_georeferencing, spread_sample)
 
 X0, Y0 = ORIGIN
 
@@ -123,3 +123,19 @@ def test_s1_nodata_becomes_nan(tmp_path, s2_path):
         window = grid.read(Window(0, 0, 100, 120))
     assert np.isnan(window[:, 40:60, 30:50]).all()
     assert np.isfinite(window[:, :40]).all()
+
+
+def test_spread_sample_reaches_the_window_corners_and_marks_nodata(tmp_path):
+    rows, cols = np.mgrid[0:300, 0:250]
+    data = np.stack([rows * 1000 + cols, np.full((300, 250), 7)]).astype(np.int32)
+    data[1, 299, 249] = -1
+    path = write_tif(tmp_path / "ids.tif", data, nodata=-1)
+    with open_raster(path, "S2") as dataset:
+        whole = spread_sample(dataset, patches=3, size=20)
+        part = spread_sample(dataset, Window(30, 40, 100, 120), patches=3, size=20)
+    assert whole.shape == (2, 9 * 20 * 20)
+    assert {0, 299249, 149125} <= set(whole[0].astype(int))     # corners and the middle
+    assert np.isnan(whole[1]).sum() == 1
+    ids = part[0].astype(int)
+    assert (ids // 1000).min() == 40 and (ids // 1000).max() == 159
+    assert (ids % 1000).min() == 30 and (ids % 1000).max() == 129

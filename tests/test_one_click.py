@@ -42,6 +42,7 @@ def test_one_match_runs_with_the_remembered_choices(plugin, sen12, identity_mode
 
     _click(plugin, qgis_iface, s2)
     assert plugin.task is not None and plugin.dock.isHidden()
+    assert (plugin.dock.s2_combo.currentLayer(), plugin.dock.s1_combo.currentLayer()) == sen12
     wait_for_run(plugin, qtbot)
     _click(plugin, qgis_iface, s2)
     wait_for_run(plugin, qtbot)

@@ -149,6 +149,16 @@ def test_imported_modules_are_shipped_and_excluded_ones_stop_the_build(tmp_path)
         select_files(files + ["core/metrics.py"], tmp_path)
 
 
+def test_a_missing_default_model_stops_the_build_and_writes_nothing(tmp_path):
+    tree = tmp_path / "tree"
+    write_tree(tree, {"__init__.py": "", "plugin.py": ""})
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    out = tmp_path / "dist" / "plugin.zip"
+    with pytest.raises(UserError, match="default model file models/weights/ibhfn.onnx"):
+        build_package(out, root=tree)
+    assert list(out.parent.iterdir()) == []
+
+
 # -- the validator's rules, on a minimal plugin ---------------------------------------------
 
 METADATA = """[general]

@@ -1,5 +1,5 @@
 """The plugin as QGIS loads it: what initGui adds, and that unload takes all of it away."""
-from qgis.core import QgsApplication, QgsMapLayerType
+from qgis.core import QgsApplication, QgsMapLayerType, QgsProject
 from qgis.PyQt.QtWidgets import QAction, QDockWidget
 
 from plugin_fixtures import flush_deletions
@@ -24,7 +24,13 @@ def test_class_factory_returns_the_plugin(qgis_iface):
     assert isinstance(classFactory(qgis_iface), SarCloudRemovalPlugin)
 
 
+def _project_receivers():
+    project = QgsProject.instance()
+    return project.receivers(project.layersAdded)
+
+
 def test_init_gui_then_unload_leaves_nothing_behind(qgis_iface, qgis_new_project):
+    receivers = _project_receivers()
     plugin = classFactory(qgis_iface)
     plugin.initGui()
     dock = plugin.show_dock()
@@ -50,6 +56,7 @@ def test_init_gui_then_unload_leaves_nothing_behind(qgis_iface, qgis_new_project
     qgis_iface.removeCustomActionForLayerType.assert_called_once_with(layer_action)
     assert _provider() is None
     assert _plugin_children(qgis_iface.mainWindow()) == []
+    assert _project_receivers() == receivers
 
 
 def test_reloading_registers_everything_once_again(qgis_iface, qgis_new_project):

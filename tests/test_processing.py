@@ -142,3 +142,24 @@ def test_runs_as_a_background_task(provider, scene, qtbot):
     qtbot.waitUntil(lambda: "ok" in outcome, timeout=30000)
     assert outcome["ok"], feedback.textLog()
     assert (scene["out"] / "restored.tif").is_file() and (scene["out"] / "gate.tif").is_file()
+
+
+def test_loaded_outputs_are_styled_like_the_dock_results(provider, scene, qgis_new_project,
+                                                          qgis_iface):
+    import processing
+    result = processing.runAndLoadResults(ALG, params(scene))
+    layers = {layer.source(): layer for layer in qgis_new_project.mapLayers().values()}
+    restored = layers[result["OUTPUT"]].renderer()
+    assert restored.type() == "multibandcolor"
+    assert (restored.redBand(), restored.greenBand(), restored.blueBand()) == (4, 3, 2)
+    assert layers[result["GATE_OUTPUT"]].renderer().type() == "singlebandpseudocolor"
+
+
+def test_gpu_choice_reaches_the_engine_and_falls_back_to_the_cpu(provider, scene):
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime can use CUDA, so there is no fallback to see")
+    feedback = QgsProcessingFeedback()
+    run(params(scene, DEVICE=1), feedback)
+    assert "CUDA was requested" in feedback.textLog()
+    assert "with onnxruntime on CPU" in feedback.textLog()

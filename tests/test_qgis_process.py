@@ -14,8 +14,9 @@ import rasterio
 from sar_cloud_removal.scripts.qgis_profile import install_plugin
 
 QGIS_PROCESS = shutil.which("qgis_process.bin")  # Debian's `qgis_process` wrapper is broken
-pytestmark = pytest.mark.skipif(QGIS_PROCESS is None,
-                                reason="qgis_process.bin not installed (Debian package qgis)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(QGIS_PROCESS is None,
+                                 reason="qgis_process.bin not installed (Debian package qgis)")]
 PATCH = "ROIs2017_winter_112_p797.tif"
 
 

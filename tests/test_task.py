@@ -89,8 +89,8 @@ def test_the_worker_thread_runs_the_engine(plugin, sen12, identity_model, tmp_pa
     assert threads and threading.get_ident() not in threads
 
 
-def test_cancel_leaves_no_layers_and_no_files(plugin, sen12, identity_model, tmp_path, qtbot,
-                                             qgis_iface):
+def test_cancel_right_after_run_leaves_no_layers_and_no_files(plugin, sen12, identity_model,
+                                                              tmp_path, qtbot, qgis_iface):
     out = tmp_path / "out"
     dock = _start(plugin, sen12, out, identity_model)
     dock.cancel_button.click()
@@ -100,6 +100,27 @@ def test_cancel_leaves_no_layers_and_no_files(plugin, sen12, identity_model, tmp
     assert list(out.iterdir()) == []
     assert dock.status_label.text() == "Cancelled; nothing was written."
     assert _messages(qgis_iface, Qgis.Success) == []
+
+
+def test_cancel_during_the_tiles_leaves_no_layers_and_no_files(plugin, sen12, identity_model,
+                                                               tmp_path, qtbot):
+    """Cancelled from the worker thread at the first tile, so the engine itself stops."""
+    out = tmp_path / "out"
+    dock = _start(plugin, sen12, out, identity_model)
+    task, seen = plugin.task, []
+
+    def cancel_at_first_tile(message):
+        seen.append(message)
+        if message.startswith("tile"):
+            task.cancel()
+
+    task.status_changed.connect(cancel_at_first_tile, Qt.DirectConnection)
+    wait_for_run(plugin, qtbot)
+
+    assert any(message.startswith("tile") for message in seen) and "done" not in seen
+    assert len(QgsProject.instance().mapLayers()) == 2
+    assert list(out.iterdir()) == []
+    assert dock.status_label.text() == "Cancelled; nothing was written."
 
 
 def test_a_refused_model_is_reported_in_one_sentence(plugin, sen12, identity_model, tmp_path,

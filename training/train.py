@@ -206,128 +206,163 @@ def _spec(config: dict, model) -> dict:
                      overlap=config["overlap"], size_multiple=model.size_multiple)
 
 
+class TrainingRun:
+    """One run's state (network, optimiser, schedule, data, best validation) and its loop."""
+
+    def __init__(self, config: dict, out: Path, resume: bool = False):
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        from ..core.model_spec import read_checkpoint
+        from ..models.losses import DynamicWeights, JointLoss
+        from ..models.registry import build
+
+        self.config, self.out = config, out
+        self.dist = Distributed()
+        torch.set_num_threads(config["threads"])
+        torch.manual_seed(config["seed"])
+        out.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(out / "log.jsonl", self.dist.main)
+
+        self.model = build(config["model"]["architecture"], **config["model"]["config"])
+        self.spec = _spec(config, self.model)
+        if config["init"] and not resume:
+            self.model.load_state_dict(read_checkpoint(Path(config["init"]))["state_dict"])
+        self.model.to(self.dist.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config["lr"],
+                                           weight_decay=config["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config))
+        self.step, self.best = 0, {"step": None, "value": None, "means": None}
+        if resume:
+            self._restore()
+        elif self.dist.main:
+            (out / "config.json").write_text(json.dumps(config, indent=2))
+            self.log.path.write_text("")
+
+        self.dataset, self.validation = build_data(config)
+        self.sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world,
+                                          rank=self.dist.rank, shuffle=True, seed=config["seed"])
+        self.loader = DataLoader(self.dataset, batch_size=config["batch"], sampler=self.sampler,
+                                 num_workers=config["workers"], drop_last=True)
+        self.network = DistributedDataParallel(self.model) if self.dist.world > 1 else self.model
+        self.loss = JointLoss(DynamicWeights(**config["loss"]))
+
+    def _restore(self) -> None:
+        import torch
+
+        latest = self.out / "latest.pt"
+        if not latest.is_file():
+            raise UserError(f"There is no checkpoint to resume in {self.out}; drop --resume to "
+                            f"start a new run.")
+        state = torch.load(latest, map_location=self.dist.device, weights_only=True)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best = state["step"], state["best"]
+
+    def save_latest(self) -> None:
+        """Everything --resume needs, in a file the engine can also load as a model."""
+        from ..models.export import save_checkpoint
+
+        if self.dist.main:
+            save_checkpoint(self.model, self.spec, self.out / "latest.pt",
+                            extra={"optimizer": self.optimizer.state_dict(),
+                                   "scheduler": self.scheduler.state_dict(),
+                                   "step": self.step, "best": self.best})
+
+    def validate(self) -> None:
+        """Score the held-out scenes (rank 0), log them, keep best.pt on the selection metric."""
+        from ..models.export import save_checkpoint
+
+        if not self.dist.main or not self.validation:
+            return
+        started = time.perf_counter()
+        means = validate(self.model, self.validation, self.model.size_multiple)
+        self.log.write({"kind": "val", "step": self.step,
+                        "seconds": time.perf_counter() - started,
+                        **{f"val_{k}": v for k, v in means["model"].items()},
+                        **{f"baseline_{k}": v for k, v in means["cloudy_input"].items()}})
+        key = self.config["selection_metric"]
+        value, previous = means["model"][key], self.best["value"]
+        higher_is_better = key in ("psnr", "ssim", "gate_auc")
+        if previous is None or (value > previous if higher_is_better else value < previous):
+            self.best = {"step": self.step, "value": value, "means": means}
+            save_checkpoint(self.model, self.spec, self.out / "best.pt")
+
+    def train_step(self, batch) -> dict:
+        """One optimiser step; returns the loss terms as floats."""
+        import torch
+
+        s2, s1, target = (batch[k].to(self.dist.device) for k in ("s2", "s1", "target"))
+        output = self.network(s2, s1)
+        total, terms = self.loss(output, target, s2, self.step + self.config["loss_step_offset"])
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   self.config["grad_clip"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {k: float(torch.as_tensor(v).detach())
+                for k, v in {"total": total, "grad_norm": grad_norm, **terms}.items()}
+
+    def _out_of_time(self, started: float) -> bool:
+        minutes = self.config["max_minutes"]
+        late = minutes is not None and time.perf_counter() - started > 60 * minutes
+        return any(self.dist.gather(late))   # every rank must stop at the same step
+
+    def run(self) -> dict:
+        """Train to config["steps"] (or max_minutes); returns the best validation record."""
+        config = self.config
+        started = last_log = time.perf_counter()
+        sums, count = {}, 0
+        epoch, stopped = self.step // len(self.loader), False
+        self.model.train()
+        while self.step < config["steps"] and not stopped:
+            self.sampler.set_epoch(epoch)
+            self.dataset.set_epoch(epoch)
+            for batch in self.loader:
+                if self.step >= config["steps"]:
+                    break
+                for key, value in self.train_step(batch).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                last = self.step == config["steps"]
+                if self.step % config["log_every"] == 0 or last:
+                    now = time.perf_counter()
+                    self.log.write({"kind": "train", "step": self.step,
+                                    "lr": self.scheduler.get_last_lr()[0],
+                                    "seconds_per_step": (now - last_log) / count,
+                                    "elapsed_s": now - started,
+                                    **{k: v / count for k, v in sums.items()}})
+                    sums, count, last_log = {}, 0, now
+                stopped = self._out_of_time(started)
+                if self.step % config["val_every"] == 0 or last or stopped:
+                    self.validate()
+                    self.save_latest()
+                if stopped:
+                    self.log.write({"kind": "stopped", "step": self.step,
+                                    "reason": "max_minutes reached"})
+                    break
+            epoch += 1
+        return self._finish(started)
+
+    def _finish(self, started: float) -> dict:
+        digests = self.dist.gather(weights_digest(self.model))
+        self.log.write({"kind": "end", "step": self.step, "world_size": self.dist.world,
+                        "elapsed_s": time.perf_counter() - started,
+                        "rank_weight_digests": digests,
+                        "best_step": self.best["step"], "best_value": self.best["value"]})
+        self.dist.close()
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"ranks ended with different weights: {digests}")
+        return self.best
+
+
 def train(config: dict, out: Path, resume: bool = False) -> dict:
-    """Run (or continue) one training run; returns the best validation means."""
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from ..core.model_spec import read_checkpoint
-    from ..models.export import save_checkpoint
-    from ..models.losses import DynamicWeights, JointLoss
-    from ..models.registry import build
-
-    dist = Distributed()
-    torch.set_num_threads(config["threads"])
-    torch.manual_seed(config["seed"])
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.jsonl", dist.main)
-    latest_path, best_path = out / "latest.pt", out / "best.pt"
-
-    model = build(config["model"]["architecture"], **config["model"]["config"])
-    spec = _spec(config, model)
-    if config["init"] and not resume:
-        model.load_state_dict(read_checkpoint(Path(config["init"]))["state_dict"])
-    model.to(dist.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"],
-                                  weight_decay=config["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
-    step, best = 0, {"step": None, "value": None, "means": None}
-    if resume:
-        if not latest_path.is_file():
-            raise UserError(f"There is no checkpoint to resume in {out}; drop --resume to start "
-                            f"a new run.")
-        state = torch.load(latest_path, map_location=dist.device, weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best = state["step"], state["best"]
-    elif dist.main:
-        (out / "config.json").write_text(json.dumps(config, indent=2))
-        log.path.write_text("")
-
-    dataset, validation = build_data(config)
-    sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank,
-                                 shuffle=True, seed=config["seed"])
-    loader = DataLoader(dataset, batch_size=config["batch"], sampler=sampler,
-                        num_workers=config["workers"], drop_last=True)
-    network = DistributedDataParallel(model) if dist.world > 1 else model
-    loss_fn = JointLoss(DynamicWeights(**config["loss"]))
-    selection = config["selection_metric"]
-    higher_is_better = selection in ("psnr", "ssim", "gate_auc")
-
-    def checkpoint():
-        if not dist.main:
-            return
-        save_checkpoint(model, spec, latest_path,
-                        extra={"optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "step": step, "best": best})
-
-    def run_validation():
-        nonlocal best
-        if not dist.main or not validation:
-            return
-        val_started = time.perf_counter()
-        means = validate(model, validation, model.size_multiple)
-        log.write({"kind": "val", "step": step, "seconds": time.perf_counter() - val_started,
-                   **{f"val_{k}": v for k, v in means["model"].items()},
-                   **{f"baseline_{k}": v for k, v in means["cloudy_input"].items()}})
-        value = means["model"][selection]
-        better = best["value"] is None or (value > best["value"] if higher_is_better
-                                           else value < best["value"])
-        if better:
-            best = {"step": step, "value": value, "means": means}
-            save_checkpoint(model, spec, best_path)
-
-    started, last_log, sums, count = time.perf_counter(), time.perf_counter(), {}, 0
-    epoch, stopped = step // len(loader), False
-    model.train()
-    while step < config["steps"] and not stopped:
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        for batch in loader:
-            if step >= config["steps"]:
-                break
-            s2, s1, target = (batch[k].to(dist.device) for k in ("s2", "s1", "target"))
-            output = network(s2, s1)
-            total, terms = loss_fn(output, target, s2, step + config["loss_step_offset"])
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            for key, value in {"total": total, "grad_norm": grad_norm, **terms}.items():
-                sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
-            count += 1
-            if step % config["log_every"] == 0 or step == config["steps"]:
-                now = time.perf_counter()
-                log.write({"kind": "train", "step": step, "lr": scheduler.get_last_lr()[0],
-                           "seconds_per_step": (now - last_log) / count,
-                           "elapsed_s": now - started,
-                           **{k: v / count for k, v in sums.items()}})
-                sums, count, last_log = {}, 0, now
-            out_of_time = (config["max_minutes"] is not None
-                           and time.perf_counter() - started > 60 * config["max_minutes"])
-            if dist.world > 1:  # every rank must stop at the same step
-                out_of_time = any(dist.gather(out_of_time))
-            if step % config["val_every"] == 0 or step == config["steps"] or out_of_time:
-                run_validation()
-                checkpoint()
-            if out_of_time:
-                log.write({"kind": "stopped", "step": step, "reason": "max_minutes reached"})
-                stopped = True
-                break
-        epoch += 1
-
-    digests = dist.gather(weights_digest(model))
-    log.write({"kind": "end", "step": step, "world_size": dist.world,
-               "elapsed_s": time.perf_counter() - started, "rank_weight_digests": digests,
-               "best_step": best["step"], "best_value": best["value"]})
-    dist.close()
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}")
-    return best
+    """Run (or continue) one training run; returns the best validation record."""
+    return TrainingRun(config, out, resume).run()
 
 
 def add_arguments(parser) -> None:

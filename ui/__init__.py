@@ -2,3 +2,6 @@
 
 Every module here imports qgis; nothing outside the QGIS face may import this package.
 """
+import os
+
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.png")

@@ -18,7 +18,7 @@ from typing import List, Sequence
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QProcess, pyqtSignal
-from qgis.PyQt.QtGui import QFontDatabase
+from qgis.PyQt.QtGui import QFontDatabase, QTextCursor
 from qgis.PyQt.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -139,8 +139,9 @@ class DependencyDialog(QDialog):
         self._process.finished.connect(self._on_finished)
         self._process.errorOccurred.connect(self._on_error)
 
-        intro = QLabel(tr("SAR Cloud Removal needs {} to run. They will be installed for this "
-                          "QGIS profile only, in:<br><code>{}</code>").format(
+        intro = QLabel(tr("SAR Cloud Removal needs {} to run. <b>Install</b> puts pinned "
+                          "versions into this QGIS profile only, leaving QGIS's own packages "
+                          "as they are:<br><code>{}</code>").format(
             ", ".join(f"<b>{name}</b>" for name in missing), dependencies_folder()))
         intro.setWordWrap(True)
         self.log = QPlainTextEdit(self)
@@ -164,8 +165,11 @@ class DependencyDialog(QDialog):
         self._process.start(self._command[0], self._command[1:])
 
     def _append_output(self) -> None:
+        """Insert output as it comes, chunks joined exactly as pip printed them."""
         text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
-        self.log.appendPlainText(text.rstrip("\n"))
+        self.log.moveCursor(QTextCursor.End)
+        self.log.insertPlainText(text)
+        self.log.ensureCursorVisible()
 
     def _on_finished(self, exit_code: int, _status) -> None:
         if exit_code == 0:

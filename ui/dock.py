@@ -33,12 +33,11 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.model_spec import DEFAULT_MODEL, MODEL_SUFFIXES, list_models
-from . import settings
+from . import ICON_PATH, settings
 from .i18n import tr
 from .layers import matching_s1_layers, overlap_in_s2_crs
-from .run_inputs import RunInputs, aoi_size_pixels, input_problem
+from .run_inputs import RunInputs, aoi_size_pixels, input_problem, s2_problem
 
-ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.png")
 MODEL_FILE = ""  # model combo data of the "Model file…" entry
 HINT_STYLE = "color: #6b6b6b;"
 STATUS_STYLE = {"info": "", "warning": "color: #9a5b00;", "error": "color: #b3261e;",
@@ -90,8 +89,10 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.install_button.clicked.connect(self.install_requested)
+        QgsProject.instance().layersAdded.connect(self._on_layers_added)
         self._on_model_changed()
-        self._on_s2_changed(self.s2_combo.currentLayer())
+        self._on_layers_added()
+        self._reset_aoi()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -247,6 +248,10 @@ class SarCloudRemovalDock(QgsDockWidget):
 
     # -- state ---------------------------------------------------------------------------------
 
+    def release(self) -> None:
+        """Disconnect from the project before the plugin unloads (it outlives the dock)."""
+        QgsProject.instance().layersAdded.disconnect(self._on_layers_added)
+
     def current_inputs(self) -> RunInputs:
         model = self.model_combo.currentData()
         if model == MODEL_FILE:
@@ -267,8 +272,8 @@ class SarCloudRemovalDock(QgsDockWidget):
     def set_missing_packages(self, missing: Sequence[str]) -> None:
         self._missing = tuple(missing)
         self.dependency_label.setText(tr(
-            "<b>Python packages missing:</b> {}.<br>QGIS does not ship them; install them for "
-            "this profile to run the network.").format(", ".join(self._missing)))
+            "<b>Python packages missing:</b> {}.<br>Install them for this QGIS profile to run "
+            "the network.").format(", ".join(self._missing)))
         self.dependency_banner.setVisible(bool(self._missing))
         self.validate()
 
@@ -287,27 +292,49 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.status_label.setText(text)
         self.status_label.setStyleSheet(STATUS_STYLE[level])
 
+    def show_engine_message(self, text: str) -> None:
+        """The engine reports in lower case ("tile 3 of 25"); show it as a sentence."""
+        self.set_status(text[:1].upper() + text[1:])
+
     def set_device_used(self, text: str) -> None:
         self.device_used.setText(text)
         self.device_used.setStyleSheet("")
 
     def validate(self) -> str:
         """Enable Run only for inputs the engine accepts; show why not otherwise."""
-        problem = input_problem(self.current_inputs(), QgsProject.instance(), self._missing)
+        inputs, project = self.current_inputs(), QgsProject.instance()
+        problem = input_problem(inputs, project, self._missing)
         self.run_button.setEnabled(not problem and not self._running)
         if self._running:
             return problem
         if problem:
             self.set_status(problem, "warning")
         else:
-            width, height = aoi_size_pixels(self.current_inputs(), QgsProject.instance())
+            width, height = aoi_size_pixels(inputs, project)
             self.set_status(tr("Ready: {} × {} pixels will be processed.").format(width, height))
         return problem
 
     # -- reactions -----------------------------------------------------------------------------
 
     def _on_s2_changed(self, s2) -> None:
-        """Suggest the S1 among loaded layers that overlap the new S2, and reset the AOI."""
+        self._suggest_s1(s2)
+        self._reset_aoi()
+
+    def _on_layers_added(self, layers=()) -> None:
+        """Replace an unusable S2 choice by a loaded layer that fits, and suggest the S1 again;
+        a usable choice the user made is never changed."""
+        s2 = self.s2_combo.currentLayer()
+        if s2_problem(s2):
+            loaded = list(layers) + list(QgsProject.instance().mapLayers().values())
+            fitting = [layer for layer in loaded if not s2_problem(layer)]  # just added first
+            if fitting:
+                self.s2_combo.setLayer(fitting[0])  # suggests the S1 and resets the AOI
+                return
+        self._suggest_s1(s2)
+        self.validate()
+
+    def _suggest_s1(self, s2) -> None:
+        """Pick the S1 among loaded layers that overlap `s2`, unless the current one does."""
         project = QgsProject.instance()
         candidates = matching_s1_layers(s2, project) if isinstance(s2, QgsRasterLayer) else []
         if self.s1_combo.currentLayer() not in candidates:
@@ -321,7 +348,6 @@ class SarCloudRemovalDock(QgsDockWidget):
             self.s1_hint.setText(tr("No loaded 2-band layer overlaps this image."))
         else:
             self.s1_hint.setText(tr("Suggested: the only loaded 2-band layer overlapping it."))
-        self._reset_aoi()
 
     def _on_s1_changed(self, _s1) -> None:
         self._reset_aoi()

@@ -24,9 +24,10 @@ from qgis.core import (
     QgsRectangle,
     QgsSingleBandPseudoColorRenderer,
 )
+from qgis.PyQt.QtCore import QT_TRANSLATE_NOOP
 from qgis.PyQt.QtGui import QColor
 
-from .i18n import tr
+from .i18n import CONTEXT, tr
 
 S2_BAND_COUNT = 13
 S1_BAND_COUNT = 2
@@ -35,9 +36,9 @@ STRETCH_PERCENTILES = (0.02, 0.98)
 STRETCH_SAMPLE_SIZE = 250_000
 # Gate value -> colour and legend entry; 0 = reconstructed from SAR, 1 = clear sky.
 GATE_RAMP = (
-    (0.0, "#0d0887", "Reconstructed from SAR (cloud)"),
-    (0.5, "#cc4778", "Blend of optical and SAR"),
-    (1.0, "#f0f921", "Clear sky (optical kept)"),
+    (0.0, "#0d0887", QT_TRANSLATE_NOOP(CONTEXT, "Reconstructed from SAR (cloud)")),
+    (0.5, "#cc4778", QT_TRANSLATE_NOOP(CONTEXT, "Blend of optical and SAR")),
+    (1.0, "#f0f921", QT_TRANSLATE_NOOP(CONTEXT, "Clear sky (optical kept)")),
 )
 
 

@@ -5,6 +5,7 @@ was garbage-collected. So each task keeps itself alive in `_ALIVE` from creation
 `finished()`, even when the plugin that started it has been unloaded meanwhile, and it hands its
 outcome over as a plain Python object instead of being queried afterwards.
 """
+import os
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -32,10 +33,12 @@ class RemovalTask(QgsTask):
     status_changed = pyqtSignal(str)
 
     def __init__(self, request, on_done: Callable[[RunOutcome], None]):
-        super().__init__(tr("Removing clouds"), QgsTask.CanCancel)
+        super().__init__(tr("Removing clouds from {}").format(os.path.basename(request.s2_path)),
+                         QgsTask.CanCancel)
         self._request = request
         self._on_done = on_done
-        self._outcome = RunOutcome(cancelled=True)  # also what a task cancelled in the queue reports
+        # What a task cancelled while still queued reports: run() never executes then.
+        self._outcome = RunOutcome(cancelled=True)
         _ALIVE.add(self)
 
     def detach(self) -> None:
