@@ -8,6 +8,8 @@ reprojecting S1, tile overlap, blending, writing) on top of the network itself.
 """
 import json
 import math
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -152,13 +154,11 @@ def _model_job(job: dict) -> dict:
         seconds = time.perf_counter() - started
         device = backend.device
     megapixels = batches * job["batch_size"] * tile * tile / 1e6
-    return {"megapixels_per_second": megapixels / seconds, "device": device, "tile": tile}
+    return {"megapixels_per_second": megapixels / seconds, "device": device, "tile": tile,
+            "model": f"{spec.name} {spec.version} ({spec.architecture}, {files.name})"}
 
 
 def _machine() -> str:
-    import os
-    import platform
-
     from .core.backends import available_cores
 
     cpu = platform.processor() or platform.machine()
@@ -172,6 +172,10 @@ def _machine() -> str:
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM"
     return f"{cpu}, {available_cores()} cores available{memory}"
+
+
+def _load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
 def format_table(rows: list) -> str:
@@ -198,6 +202,7 @@ def run(args):
         raise UserError(f"Cannot create the benchmark folder {workdir} ({exc.strerror}); "
                         f"choose another --workdir.") from None
     scenes = {size: cached_scene(workdir, size) for size in sizes}
+    load_before = _load_average()
     smallest = scenes[min(sizes)]
     common = {"model": args.model, "device": args.device, "tile": args.tile,
               "threads": args.threads, "batch_size": args.batch_size,
@@ -228,9 +233,12 @@ def run(args):
     report = (f"# Benchmark\n\n"
               f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
               f"- command: `{command}`\n"
-              f"- model: {args.model}, tile {model_speed[backends[0]]['tile']} px, "
-              f"batch {args.batch_size}\n"
-              f"- machine: {_machine()}\n\n{table}\n")
+              f"- model: {model_speed[backends[0]]['model']}, "
+              f"tile {model_speed[backends[0]]['tile']} px, batch {args.batch_size}\n"
+              f"- machine: {_machine()}\n"
+              f"- load average (1 min) before / after the runs: {load_before} / "
+              f"{_load_average()} (anything above the benchmark's own load is other work "
+              f"sharing the CPU)\n\n{table}\n")
     (workdir / "bench.md").write_text(report)
     print("\n" + table + f"\n\nwritten to {workdir / 'bench.md'}")
     return 0

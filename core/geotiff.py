@@ -44,8 +44,26 @@ def _create(temp: Path, target: Path, profile: dict):
     try:
         return rasterio.open(temp, "w", **profile)
     except RasterioIOError as exc:
-        raise UserError(f"Cannot write {target} ({exc}); choose an output folder you can "
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"Cannot write {target} ({reason}); choose an output folder you can "
                         f"write to.") from None
+
+
+def _verify_readable(path: Path, target: Path) -> None:
+    """Read a finished file back, block by block, before it takes its real name.
+
+    GDAL compresses and writes most blocks when the file is closed, and reports a failure there
+    (a full disk, a file size limit) only as a logged message: reading every block back is the
+    one dependable proof that the file is complete. It costs a decompression, small next to
+    the inference that produced the data.
+    """
+    try:
+        with rasterio.open(path) as dataset:
+            for _, window in dataset.block_windows(1):
+                dataset.read(window=window)
+    except RasterioIOError:
+        raise UserError(f"Writing {target} did not complete (the file does not read back); "
+                        f"check the free disk space in {target.parent} and try again.") from None
 
 
 class OutputPair:
@@ -58,12 +76,11 @@ class OutputPair:
     def __init__(self, out_path, gate_path, *, crs, transform, width, height, dtype, bands,
                  restored_nodata=None):
         self.targets = (Path(out_path), Path(gate_path))
+        grid = dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height)
         self._profiles = (
-            dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height,
-                 count=bands, dtype=np.dtype(dtype).name, nodata=restored_nodata,
+            dict(grid, count=bands, dtype=np.dtype(dtype).name, nodata=restored_nodata,
                  **_creation_options(dtype)),
-            dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height,
-                 count=1, dtype="float32", nodata=np.nan, **_creation_options(np.float32)),
+            dict(grid, count=1, dtype="float32", nodata=np.nan, **_creation_options(np.float32)),
         )
         self._temps = []
         self._datasets = []
@@ -89,6 +106,8 @@ class OutputPair:
         if restored_nodata is not None:
             self._datasets[0].nodata = restored_nodata
         self._close()
+        for temp, target in zip(self._temps, self.targets):
+            _verify_readable(temp, target)
         out_target, gate_target = self.targets
         out_temp, gate_temp = self._temps
         os.replace(out_temp, out_target)

@@ -38,9 +38,30 @@ def detect_s2_offset(sample: np.ndarray, valid: np.ndarray) -> int:
     return BASELINE_04_OFFSET if low >= BASELINE_04_OFFSET else 0
 
 
-def resolve_s2_offset(setting, sample: np.ndarray, valid: np.ndarray):
-    """Turn the user's offset setting ("auto" or an integer) into (offset, note for the user)."""
+def offset_from_metadata(tags: dict):
+    """The offset implied by a PROCESSING_BASELINE tag (kept by GDAL conversions of the SAFE
+    product), or None when the image does not say. Metadata beats the pixel statistics, which a
+    scene under thick cloud can fool."""
+    for key, value in tags.items():
+        if key.upper().endswith("PROCESSING_BASELINE"):
+            try:
+                return BASELINE_04_OFFSET if float(value) >= 4.0 else 0
+            except ValueError:
+                return None
+    return None
+
+
+def resolve_s2_offset(setting, sample: np.ndarray, valid: np.ndarray, tags: dict = None):
+    """Turn the user's offset setting ("auto" or an integer) into (offset, note for the user).
+
+    With "auto", the image's processing-baseline metadata decides when it has some, else its
+    pixel values (`detect_s2_offset`).
+    """
     if isinstance(setting, str) and setting.strip().lower() == "auto":
+        from_metadata = offset_from_metadata(tags or {})
+        if from_metadata is not None:
+            return from_metadata, (f"Subtracted the S2 DN offset of {from_metadata} that the "
+                                   f"image's processing-baseline metadata implies.")
         offset = detect_s2_offset(sample, valid)
         if offset:
             return offset, (f"Detected the +{offset} DN offset of Sentinel-2 processing baseline "
@@ -72,7 +93,8 @@ def denormalise_s2(values: np.ndarray, offset: int, dtype, scale: float = S2_SCA
     fractions, as a float input has them.
     """
     dtype = np.dtype(dtype)
-    # float32 resolves DN to ~0.001 below 2**14, ample for rounding; float64 only if asked for.
+    # float32 resolves DN to 0.002 or better below 16384, ample for rounding; float64 only when
+    # the output is float64.
     work = np.float64 if dtype == np.float64 else np.float32
     dn = values.astype(work) * work(scale) + work(offset)
     if dtype.kind in "iu":
@@ -82,7 +104,7 @@ def denormalise_s2(values: np.ndarray, offset: int, dtype, scale: float = S2_SCA
 
 
 def is_linear_power(sample: np.ndarray) -> bool:
-    """Whether an S1 sample (finite values only, any shape) is linear power rather than dB."""
+    """Whether an S1 sample (any shape; NaN and inf are ignored) is linear power rather than dB."""
     values = sample[np.isfinite(sample)]
     if values.size == 0:
         return False

@@ -31,8 +31,8 @@ def effective_tile_size(tile: int, overlap: int, size_multiple: int, height: int
     if overlap < 0:
         raise UserError(f"The tile overlap must not be negative (got {overlap}).")
     fitted = round_up(tile, size_multiple)
-    if overlap >= fitted:
-        raise UserError(f"The tile overlap ({overlap} px) must be smaller than the tile "
+    if 2 * overlap >= fitted:   # wider overlaps would compute most pixels three times or more
+        raise UserError(f"The tile overlap ({overlap} px) must be less than half the tile "
                         f"size ({fitted} px).")
     note = None
     if fitted != tile:

@@ -16,6 +16,7 @@ from torch import nn
 from .network_io import S1_CHANNELS, S2_CHANNELS
 from .registry import ARCHITECTURES, build
 
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -121,7 +121,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--untrained", metavar="ARCHITECTURE",
                         help="export a freshly initialised (seeded) network of a registered "
                              "architecture instead, e.g. ibhfn")
-    parser.add_argument("--config", metavar="JSON", default="{}",
+    parser.add_argument("--config", metavar="JSON",
                         help="architecture settings for --untrained, e.g. '{\"width\": 24}'")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained")
     parser.add_argument("--out", required=True, metavar="MODEL.onnx",
@@ -159,17 +159,20 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise UserError(f"The output folder {out.parent} does not exist; create it first.")
     if args.checkpoint:
+        if args.config is not None:
+            raise UserError("--config applies to --untrained only; a checkpoint's spec already "
+                            "holds its architecture settings.")
         if not Path(args.checkpoint).is_file():
             raise UserError(f"The checkpoint {args.checkpoint} does not exist.")
         network, stored = load_network(args.checkpoint)
     else:
-        config = resolved_config(args.untrained, _parse_config(args.config))
+        config = resolved_config(args.untrained, _parse_config(args.config or "{}"))
         network = initial_network(args.untrained, config, args.seed).eval()
         stored = make_spec(out.stem, "0.1.0-untrained", args.untrained, config,
                            size_multiple=network.size_multiple)
     spec = make_spec(args.name or stored["name"], args.version or stored["version"],
                      stored["architecture"], stored["config"],
-                     tile_size=args.tile_size or stored["tile_size"],
+                     tile_size=stored["tile_size"] if args.tile_size is None else args.tile_size,
                      overlap=stored["overlap"] if args.overlap is None else args.overlap,
                      size_multiple=stored["size_multiple"])
     export_onnx(network, spec, out)

@@ -138,7 +138,6 @@ class IBHFN(nn.Module):
         widths = [width * 2 ** level for level in range(downsamplings + 1)]
         sar_widths = [sar_width * 2 ** level for level in range(downsamplings + 1)]
         self.size_multiple = 2 ** downsamplings
-        self.use_gate = use_gate
 
         self.optical_encoder = Encoder(S2_CHANNELS, widths, depth)
         self.sar_encoder = Encoder(S1_CHANNELS, sar_widths, depth)
@@ -166,8 +165,7 @@ class IBHFN(nn.Module):
             fused, kl = fusion(o, s)
             skips.append(fused)
             kls.append(kl)
-        deep = self.deep_blocks(skips[-1])
-        x = deep
+        x = deep = self.deep_blocks(skips[-1])
         for upsample, blocks, skip in zip(self.upsamples, self.decoder_blocks, skips[-2::-1]):
             x = blocks(upsample(x) + skip)
 

@@ -12,7 +12,8 @@ class IdentityNetwork(nn.Module):
     size_multiple = 1
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> NetworkOutput:
-        # `* 1` gives the traced ONNX graph an operator between input and output: ONNX Runtime
-        # rejects a graph whose output is its input.
-        return NetworkOutput(restored=s2 * 1, gate=torch.ones_like(s2[:, :1]),
+        # `* 1` gives the traced ONNX graph an operator between input and output, which ONNX
+        # Runtime requires, and shaping the gate after s1 keeps s1 an input of the graph: the
+        # exporter drops unused inputs, and the engine always feeds both.
+        return NetworkOutput(restored=s2 * 1, gate=torch.ones_like(s1[:, :1]),
                              kl=s2.new_zeros(()))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.metrics import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW
+from ..core.metrics import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, gaussian_window
 from .network_io import NetworkOutput
 
 # The hazy negative of the sharpness term: the target blurred well beyond the SSIM window's
@@ -25,23 +25,15 @@ _SHARPNESS_EPS = 1e-3
 _NORM_EPS = 1e-12
 
 
-def _gaussian_kernel(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
-    x = torch.arange(size, dtype=like.dtype, device=like.device) - size // 2
-    kernel = torch.exp(-x.square() / (2.0 * sigma ** 2))
-    return kernel / kernel.sum()
-
-
-def _separable_blur(images: torch.Tensor, kernel: torch.Tensor, padding_mode: str) -> torch.Tensor:
-    """Filter every channel of N×C×H×W with kernel ⊗ kernel, keeping H×W."""
-    channels, radius = images.shape[1], kernel.numel() // 2
+def _gaussian_blur(images: torch.Tensor, size: int, sigma: float, padding: str) -> torch.Tensor:
+    """Filter every channel of N×C×H×W with a size×size Gaussian, keeping H×W; `padding` is
+    "constant" (zeros, as the SSIM metric pads) or "reflect"."""
+    kernel = torch.from_numpy(gaussian_window(size, sigma)).to(images)
+    channels, radius = images.shape[1], size // 2
     rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
     cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    if padding_mode == "zeros":
-        out = F.conv2d(images, rows, padding=(radius, 0), groups=channels)
-        return F.conv2d(out, cols, padding=(0, radius), groups=channels)
-    out = F.conv2d(F.pad(images, (0, 0, radius, radius), mode=padding_mode), rows,
-                   groups=channels)
-    return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode=padding_mode), cols, groups=channels)
+    out = F.conv2d(F.pad(images, (0, 0, radius, radius), mode=padding), rows, groups=channels)
+    return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode=padding), cols, groups=channels)
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,10 +42,8 @@ def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean SSIM over batch, bands and pixels; 1 for identical images."""
-    kernel = _gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA, pred)
-
     def blur(x):
-        return _separable_blur(x, kernel, "zeros")
+        return _gaussian_blur(x, SSIM_WINDOW, SSIM_SIGMA, "constant")
 
     mu_p, mu_t = blur(pred), blur(target)
     var_p = blur(pred * pred) - mu_p.square()
@@ -85,7 +75,7 @@ def _gradient_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def hazy_negative(target: torch.Tensor) -> torch.Tensor:
     """The target blurred: what a hazy, over-smoothed restoration would look like."""
-    return _separable_blur(target, _gaussian_kernel(HAZE_WINDOW, HAZE_SIGMA, target), "reflect")
+    return _gaussian_blur(target, HAZE_WINDOW, HAZE_SIGMA, "reflect")
 
 
 def contrastive_sharpness(pred: torch.Tensor, target: torch.Tensor,

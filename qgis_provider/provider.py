@@ -26,6 +26,5 @@ class SarCloudRemovalProvider(QgsProcessingProvider):
         self.addAlgorithm(RemoveCloudsAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self):
-        """The engine writes GeoTIFF only, so other extensions are refused up front instead of
-        producing a .tif with a misleading name."""
+        """The engine writes GeoTIFF only, so the Toolbox's file dialogs offer .tif alone."""
         return ["tif"]

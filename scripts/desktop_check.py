@@ -63,6 +63,16 @@ def read_status(path: Path) -> dict:
         return {}
 
 
+def wait_for_status(path: Path, qgis: subprocess.Popen, timeout_s: float) -> bool:
+    """True once the startup script has finished; False when QGIS quit or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while not read_status(path).get("finished"):
+        if qgis.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -89,24 +99,22 @@ def run_check(zip_path, s2, s1, out: Path, timeout_s: float = 90) -> dict:
                    PYTHONPATH=sysconfig.get_paths()["purelib"],  # the venv's onnxruntime
                    DESKTOP_CHECK_OUT=str(out), DESKTOP_CHECK_S2=str(Path(s2).resolve()),
                    DESKTOP_CHECK_S1=str(Path(s1).resolve()))
-        env.pop("QT_QPA_PLATFORM", None)
+        env.pop("QT_QPA_PLATFORM", None)  # pytest-qgis sets offscreen; QGIS must draw on Xvfb
         with open(out / "qgis.log", "w") as log:
             qgis = subprocess.Popen(["qgis.bin", "--nologo", "--noversioncheck",
                                      "--profiles-path", str(config), "--code", str(STARTUP)],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + timeout_s
-            while not read_status(out / "status.json").get("finished"):
-                if qgis.poll() is not None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            subprocess.run(["import", "-window", "root", str(out / "desktop.png")], env=env,
-                           check=False, timeout=30)
-            status = read_status(out / "status.json")
-            if qgis.poll() is not None:
-                status["qgis_exit"] = qgis.returncode
-            elif not status.get("finished"):
-                status["timed_out"] = True
-            stop(qgis)
+            try:
+                finished = wait_for_status(out / "status.json", qgis, timeout_s)
+                subprocess.run(["import", "-window", "root", str(out / "desktop.png")],
+                               env=env, check=False, timeout=30)
+                status = read_status(out / "status.json")
+                if qgis.poll() is not None:
+                    status["qgis_exit"] = qgis.returncode
+                elif not finished:
+                    status["timed_out"] = True
+            finally:
+                stop(qgis)
     return status
 
 

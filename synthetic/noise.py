@@ -46,22 +46,23 @@ def gradient_noise(y: np.ndarray, x: np.ndarray, seed: int) -> np.ndarray:
     i0 = np.floor(y).astype(np.int64)
     j0 = np.floor(x).astype(np.int64)
     fy = (y - i0)[:, None]
-    fx = (x - j0)[None, :]
+    # Per-pixel work is in float32 (fractions in [0, 1) lose nothing that shows).
+    fx = (x - j0).astype(np.float32)[None, :]
     lat_rows = np.arange(i0.min(), i0.max() + 2)
     lat_cols = np.arange(j0.min(), j0.max() + 2)
     angle = 2.0 * np.pi * hash_uniform(lat_rows, lat_cols, seed)
     gy, gx = np.sin(angle), np.cos(angle)
-    ri = (i0 - lat_rows[0])[:, None]
+    ri = i0 - lat_rows[0]
     uy = _fade(fy)
     # Per output row and lattice column: the y part of the dot products (p) and the x gradient (q),
     # both already interpolated between the two lattice rows around the pixel.
-    p = (1.0 - uy) * gy[ri[:, 0]] * fy + uy * gy[ri[:, 0] + 1] * (fy - 1.0)
-    q = (1.0 - uy) * gx[ri[:, 0]] + uy * gx[ri[:, 0] + 1]
-    cj = (j0 - lat_cols[0])
+    p = ((1.0 - uy) * gy[ri] * fy + uy * gy[ri + 1] * (fy - 1.0)).astype(np.float32)
+    q = ((1.0 - uy) * gx[ri] + uy * gx[ri + 1]).astype(np.float32)
+    cj = j0 - lat_cols[0]
     ux = _fade(fx)
     left = p[:, cj] + q[:, cj] * fx
-    right = p[:, cj + 1] + q[:, cj + 1] * (fx - 1.0)
-    return ((1.0 - ux) * left + ux * right).astype(np.float32)
+    right = p[:, cj + 1] + q[:, cj + 1] * (fx - np.float32(1.0))
+    return left + ux * (right - left)
 
 
 def fractal_noise(height: int, width: int, *, period: float, seed: int, octaves: int = 6,

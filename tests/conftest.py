@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# QGIS computes layer statistics and GDAL would cache them as .aux.xml files beside the inputs,
+# that is inside the read-only shared data; child processes (qgis_process, the desktop) inherit it.
+os.environ["GDAL_PAM_ENABLED"] = "NO"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAR_CR_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -2,10 +2,10 @@
 plugin installed from the zip as an analyst would, and record what happened in status.json.
 
 Steps: check the Processing algorithm is listed, open the dock from its toolbar action, load a
-real Sentinel-2 + Sentinel-1 pair, click the
-layer action "Remove clouds" on the Sentinel-2 layer, wait for the two result layers, show the
-restored image, then set `finished` so the caller can take the screenshot. Everything runs from
-timers, so the QGIS event loop (and the background task) keeps going between steps.
+real Sentinel-2 + Sentinel-1 pair, click the layer action "Remove clouds" on the Sentinel-2
+layer, wait for the two result layers, show the restored image, then set `finished` so the
+caller can take the screenshot. Everything runs from timers, so the QGIS event loop (and the
+background task) keeps going between steps.
 """
 import json
 import os
@@ -37,11 +37,22 @@ def on_log(message, tag, level):
         status["log_errors"].append(f"{tag}: {message}"[:2000])
 
 
-def main_window_action(name):
-    return iface.mainWindow().findChild(QAction, name)
+def trigger(action_name):
+    action = iface.mainWindow().findChild(QAction, action_name)
+    if action is None:
+        raise LookupError(f"the plugin added no action named {action_name}")
+    action.trigger()
 
 
 def start():
+    """Any failure ends the check at once with the reason, instead of waiting for the timeout."""
+    try:
+        drive_the_plugin()
+    except Exception as exc:  # noqa: BLE001 (reported in status.json, not raised into QGIS)
+        finish(error=f"{type(exc).__name__}: {exc}")
+
+
+def drive_the_plugin():
     window = iface.mainWindow()
     window.setGeometry(0, 0, 1920, 1080)  # no window manager under Xvfb to maximise it
     plugin = plugins.get(PLUGIN)
@@ -57,7 +68,7 @@ def start():
     settings.set_output_folder(os.path.join(OUT, "results"))
     os.makedirs(os.path.join(OUT, "results"), exist_ok=True)
 
-    main_window_action("SarCloudRemovalShowDock").trigger()
+    trigger("SarCloudRemovalShowDock")
     dock = window.findChild(QDockWidget, "SarCloudRemovalDock")
     record(dock_visible=bool(dock and dock.isVisible()))
     if dock is not None:  # as a user would drag it wider, so the screenshot shows its content
@@ -70,7 +81,7 @@ def start():
     record(inputs_valid=s1.isValid() and s2.isValid(), input_ids=[s1.id(), s2.id()])
     iface.setActiveLayer(s2)
     iface.mapCanvas().setExtent(s2.extent())
-    main_window_action("SarCloudRemovalLayerAction").trigger()
+    trigger("SarCloudRemovalLayerAction")
     wait_for_results(time.monotonic())
 
 
@@ -102,7 +113,7 @@ def show_results(layers, seconds):
     canvas.setExtent(layers[0].extent())
     canvas.refresh()
     # Give the canvas time to render the restored image before the screenshot.
-    QTimer.singleShot(2500, lambda: finish())
+    QTimer.singleShot(2500, finish)
 
 
 def finish(error=None):

@@ -2,9 +2,10 @@
 import re
 
 import pytest
+import rasterio
 
 import tiny_models
-from sar_cloud_removal.bench import parse_backends, parse_sizes
+from sar_cloud_removal.bench import cached_scene, parse_backends, parse_sizes
 from sar_cloud_removal.core.errors import UserError
 
 
@@ -25,10 +26,15 @@ def test_bench_writes_a_row_per_backend_with_positive_numbers(cli, tmp_path):
         assert min(float(seconds), float(mp_s), float(model_mp_s), float(rss)) > 0
     assert "machine:" in report and "command:" in report
     assert (workdir / "outputs" / "0.05MP_torch.tif").is_file()
-    # The scene is cached: a second run must not generate it again.
-    again = cli("bench", "--sizes", "0.05", "--backends", "onnxruntime", "--model", model,
-                "--workdir", workdir, "--model-seconds", "0.1", "--threads", "1")
-    assert again.returncode == 0 and "generating" not in again.stdout
+
+
+def test_scenes_are_generated_once_and_then_reused(tmp_path):
+    first = cached_scene(tmp_path, 0.01)
+    written = first.s2_cloudy.stat().st_mtime_ns
+    again = cached_scene(tmp_path, 0.01)
+    assert again == first and again.s2_cloudy.stat().st_mtime_ns == written
+    with rasterio.open(first.s2_cloudy) as src:
+        assert src.width == src.height == 100
 
 
 @pytest.mark.parametrize("text", ["", "a,b", "0", "1,,-2", "1000"])

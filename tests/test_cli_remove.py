@@ -4,6 +4,7 @@ Each refusal must exit non-zero with one sentence on stderr naming the problem (
 traceback) and leave the output folder exactly as it was.
 """
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -142,3 +143,21 @@ def test_ctrl_c_mid_run_leaves_nothing(scene):
     assert proc.returncode == 130
     assert "Traceback" not in stderr and "no output was written" in stderr
     assert files_in(outputs) == set()
+
+
+def test_a_full_disk_is_reported_and_leaves_nothing(scene):
+    """GDAL reports failed block writes only in its log; the CLI must still fail cleanly."""
+    inputs, outputs = scene
+    georasters.pair(inputs, rows=512, cols=512)
+    tiny_models.identity_onnx(inputs / "big_tiles.onnx", tile_size=128, overlap=16)
+
+    def small_disk():   # in the child: files stop growing at 2 MB, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, resource.RLIM_INFINITY))
+
+    command = [sys.executable, "-m", "sar_cloud_removal.cli", "remove", "--quiet",
+               "--s2", inputs / "s2.tif", "--s1", inputs / "s1.tif", "--out", outputs / "r.tif",
+               "--model", inputs / "big_tiles.onnx"]
+    proc = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=120,
+                          preexec_fn=small_disk)
+    _assert_refused(proc, outputs, "did not complete", "disk space")

@@ -16,7 +16,7 @@ MISSING = missing_tools()
 @pytest.mark.slow
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)} (Debian packages qgis, "
                                           f"xvfb, imagemagick)")
-def test_one_click_removal_in_the_real_desktop(plugin_zip, shared_data):
+def test_one_click_removal_in_the_real_desktop(shared_data, plugin_zip):
     out = REPO / "test_artifacts"
     status = run_check(plugin_zip, shared_data / "sen12mscr" / "s2_cloudy" / PATCH,
                        shared_data / "sen12mscr" / "s1" / PATCH, out, timeout_s=90)

@@ -43,13 +43,15 @@ def test_wrong_band_counts(tmp_path, scene):
     twelve = georasters.write_tif(tmp_path / "s2_12.tif", georasters.s2_dn(96, 96)[:12])
     _refused(twelve, s1, tmp_path / "o.tif", model, "S2 image .* 12 bands but 13")
     vv_only = georasters.write_tif(tmp_path / "vv.tif", georasters.s1_db(96, 96)[:1])
-    _refused(s2, vv_only, tmp_path / "o.tif", model, "S1 image .* 1 bands but 2")
+    _refused(s2, vv_only, tmp_path / "o.tif", model, "S1 image .* 1 band but 2")
 
 
 def test_inputs_without_georeferencing(tmp_path, scene):
     s2, s1, model = scene
-    plain = georasters.write_tif(tmp_path / "plain.tif", georasters.s1_db(96, 96), crs=None)
-    _refused(s2, plain, tmp_path / "o.tif", model, "S1 image .* no georeferencing")
+    plain_s2 = georasters.write_tif(tmp_path / "plain2.tif", georasters.s2_dn(96, 96), crs=None)
+    _refused(plain_s2, s1, tmp_path / "o.tif", model, "S2 image .* no georeferencing")
+    plain_s1 = georasters.write_tif(tmp_path / "plain1.tif", georasters.s1_db(96, 96), crs=None)
+    _refused(s2, plain_s1, tmp_path / "o.tif", model, "S1 image .* no georeferencing")
 
 
 def test_images_that_do_not_overlap(tmp_path, scene):
@@ -91,7 +93,7 @@ def test_read_only_output_folder(tmp_path, scene):
 
 def test_bad_tile_settings_and_batch_size(tmp_path, scene):
     s2, s1, model = scene
-    _refused(s2, s1, tmp_path / "o.tif", model, "overlap", tile_size=32, overlap=40)
+    _refused(s2, s1, tmp_path / "o.tif", model, "overlap", tile_size=32, overlap=16)
     _refused(s2, s1, tmp_path / "o.tif", model, "batch size", batch_size=0)
     _refused(s2, s1, tmp_path / "o.tif", model, "offset", s2_offset="baseline-4")
 

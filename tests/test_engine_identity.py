@@ -128,14 +128,21 @@ def test_nodata_in_either_input_is_written_as_nodata_and_the_rest_is_exact(tmp_p
 
 
 def test_invalid_pixels_get_a_nodata_value_when_s2_has_none(tmp_path):
+    """S1 holes, and S2 pixels zero in every band (L1C NO_DATA), become nodata 0."""
+    dn = georasters.s2_dn(100, 100, low=1)
+    dn[:, 90:, 90:] = 0                    # a zero-filled swath corner, no nodata tag
+    dn[3, 50, 50] = 0                      # a lone zero in one band is a valid value
     s1_data = georasters.s1_db(100, 100)
     s1_data[:, :, :7] = np.nan
-    s2, s1 = georasters.pair(tmp_path, rows=100, cols=100, s2=georasters.s2_dn(100, 100, low=1),
-                             s1=s1_data)
+    s2, s1 = georasters.pair(tmp_path, rows=100, cols=100, s2=dn, s1=s1_data)
     result = _run(tmp_path, s2, s1, tiny_models.identity_onnx(tmp_path / "id.onnx"))
     restored, profile, _ = _read(result.out_path)
-    assert profile["nodata"] == 0 and (restored[:, :, :7] == 0).all()
-    assert (restored[:, :, 7:] > 0).all()
+    gate, _, _ = _read(result.gate_path)
+    invalid = np.zeros((100, 100), bool)
+    invalid[:, :7] = invalid[90:, 90:] = True
+    assert profile["nodata"] == 0 and (restored[:, invalid] == 0).all()
+    assert np.isnan(gate[0, invalid]).all() and (gate[0, ~invalid] == 1).all()
+    np.testing.assert_array_equal(restored[:, ~invalid], dn[:, ~invalid])
     assert any("nodata" in m for m in result.messages)
 
 

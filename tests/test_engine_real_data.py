@@ -57,14 +57,23 @@ def test_sen12mscr_triplet_cropped_to_a_lonlat_aoi(tmp_path, shared_data, identi
 def test_sen1floods11_in_lonlat_keeps_int16_and_its_nodata(tmp_path, shared_data, identity):
     folder = shared_data / "sen1floods11_sample"
     s2 = folder / "S2" / "Spain_7370579_S2Hand.tif"
-    s1 = folder / "S1" / "Spain_7370579_S1Hand.tif"
+    s1 = tmp_path / "s1_with_hole.tif"
+    with rasterio.open(folder / "S1" / "Spain_7370579_S1Hand.tif") as src:
+        vv_vh = src.read()
+        vv_vh[:, 200:220, 300:340] = np.nan          # a hole in the radar swath
+        with rasterio.open(s1, "w", **src.profile) as dst:
+            dst.write(vv_vh)
     with rasterio.open(s2) as src:
         aoi = src.window_bounds(((100, 300), (150, 400)))       # 200 x 250 px inside the chip
     result = _run(tmp_path, s2, s1, identity, aoi=aoi)
-    with rasterio.open(result.out_path) as out:
+    with rasterio.open(result.out_path) as out, rasterio.open(result.gate_path) as gate:
         assert out.crs == "EPSG:4326" and out.dtypes[0] == "int16" and out.nodata == 0
         assert (out.height, out.width) == (200, 250)
-        np.testing.assert_array_equal(out.read(), _s2_pixels_under(s2, out))
+        restored, expected, confidence = out.read(), _s2_pixels_under(s2, out), gate.read(1)
+    hole = np.zeros((200, 250), bool)
+    hole[100:120, 150:190] = True
+    assert (restored[:, hole] == 0).all() and np.isnan(confidence[hole]).all()
+    np.testing.assert_array_equal(restored[:, ~hole], expected[:, ~hole])
 
 
 @pytest.mark.parametrize("tile", sorted(TERRAMIND_OFFSET))

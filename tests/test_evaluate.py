@@ -67,3 +67,20 @@ def test_empty_data_folder_is_one_clear_error(cli, tmp_path):
     assert result.returncode == 2
     assert "No triplets were found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_report_table_puts_the_baseline_first_and_refuses_mixed_image_sets():
+    from sar_cloud_removal.training.report_table import markdown_table
+
+    def report(name, psnr, images=("a", "b")):
+        return {"model": {"name": name, "version": "1"},
+                "images": [{"name": n} for n in images],
+                "mean": {"model": {"psnr": psnr, "gate_auc": None},
+                         "cloudy_input": {"psnr": 10.0}}}
+
+    lines = markdown_table([report("full", 20.0), report("no_gate", 18.5)]).splitlines()
+    assert lines[2].startswith("| cloudy input (baseline) | 10.0000 |")
+    assert lines[3].startswith("| full 1 | 20.0000 |") and lines[4].startswith("| no_gate 1 | 18.5000")
+    assert lines[3].endswith("| – |")                 # no gate AUC without a mask
+    with pytest.raises(ValueError):
+        markdown_table([report("full", 20.0), report("other", 1.0, images=("a",))])

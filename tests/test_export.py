@@ -61,6 +61,19 @@ def test_onnx_matches_torch_on_real_data_for_other_batch_and_tile_sizes(exported
         assert np.abs(got - want).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("architecture, config", [
+    ("identity", {}), ("dsen2cr", {"width": 4, "blocks": 1}),
+    ("ibhfn", {"width": 4, "sar_width": 2, "use_gate": False, "use_bottleneck": False})])
+def test_every_architecture_exports_with_both_inputs(architecture, config, real_triplet,
+                                                      tmp_path):
+    network = initial_network(architecture, config).eval()
+    spec = make_spec("any", "0", architecture, config, size_multiple=network.size_multiple)
+    export_onnx(network, spec, tmp_path / "model.onnx")
+    s2, s1 = real_batch(real_triplet, [(8, 16, 32, 48)])
+    for got, want in zip(run_onnx(tmp_path / "model.onnx", s2, s1), run_torch(network, s2, s1)):
+        assert np.abs(got - want).max() <= TOLERANCE
+
+
 def test_onnx_graph_has_the_contract_names_and_free_axes(exported):
     graph = onnx.load(str(exported[2] / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["s2", "s1"]
@@ -125,6 +138,8 @@ def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, c
 
 @pytest.mark.parametrize("arguments, message", [
     (["--checkpoint", "missing.pt"], "does not exist"),
+    (["--checkpoint", "missing.pt", "--config", "{}"], "--config applies to --untrained only"),
+    (["--untrained", "ibhfn", "--tile-size", "100"], "not a multiple of its size_multiple 8"),
     (["--untrained", "ibhfn", "--config", "[4]"], "--config must be a JSON object"),
     (["--untrained", "ibhfn", "--config", '{"colour": 1}'], "no setting colour"),
 ])

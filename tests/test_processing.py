@@ -114,6 +114,12 @@ def test_wrong_band_count_is_one_sentence_and_writes_nothing(provider, scene):
     assert georasters.files_in(scene["out"]) == set()
 
 
+def test_output_that_is_not_a_geotiff_name_is_refused(provider, scene):
+    with pytest.raises(QgsProcessingException, match=r"restored.img must end in .tif"):
+        run(params(scene, OUTPUT=str(scene["out"] / "restored.img")))
+    assert georasters.files_in(scene["out"]) == set()
+
+
 def test_cancel_leaves_no_output(provider, scene):
     feedback = QgsProcessingFeedback()
     feedback.cancel()

@@ -72,6 +72,16 @@ def test_offset_setting_auto_integer_and_rejections():
             resolve_s2_offset(bad, sample, valid)
 
 
+def test_processing_baseline_metadata_overrides_the_pixel_statistics():
+    cloudy = np.full((13, 4, 4), 3000.0)     # thick cloud: would look like an offset product
+    valid = np.ones((4, 4), bool)
+    assert resolve_s2_offset("auto", cloudy, valid, {"PROCESSING_BASELINE": "02.09"})[0] == 0
+    assert resolve_s2_offset("auto", cloudy * 0, valid, {"PROCESSING_BASELINE": "05.10"})[0] \
+        == 1000
+    assert resolve_s2_offset("auto", cloudy, valid, {"PROCESSING_BASELINE": "n/a"})[0] == 1000
+    assert resolve_s2_offset(0, cloudy, valid, {"PROCESSING_BASELINE": "05.10"})[0] == 0
+
+
 def test_offset_detected_on_exactly_the_terramind_tiles_that_carry_it(shared_data):
     folder = shared_data / "terramind_examples" / "S2L1C"
     found = set()

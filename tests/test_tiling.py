@@ -31,7 +31,7 @@ def test_tile_size_rounded_to_the_model_multiple_and_shrunk_to_small_images():
     assert effective_tile_size(256, 32, 8, 300, 300) == (256, None)
 
 
-@pytest.mark.parametrize("tile, overlap", [(64, 64), (64, 100), (0, 0), (64, -1)])
+@pytest.mark.parametrize("tile, overlap", [(64, 32), (64, 100), (0, 0), (64, -1)])
 def test_impossible_tile_settings_are_refused(tile, overlap):
     with pytest.raises(UserError):
         effective_tile_size(tile, overlap, 1, 500, 500)
