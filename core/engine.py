@@ -24,7 +24,7 @@ from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing
 from .model_spec import load_spec, resolve_model
 from .sensors import (denormalise_s2, is_linear_power, normalise_s1, normalise_s2,
                       resolve_s2_offset)
-from .tiling import BlendAccumulator, TileGrid, effective_tile_size, pad_to_tile
+from .tiling import BlendAccumulator, TileGrid, effective_tile_size, reflect_pad
 
 # Output block side in pixels: a multiple of the GeoTIFF's 256-px tiles, so every write fills
 # whole file tiles, and large enough that few tiles are computed twice (about 20 % more tiles
@@ -164,11 +164,17 @@ class _Scene:
     s1_db_range: tuple
 
     def read_tile(self, row: int, col: int, tile: int):
-        """Model inputs for the tile at (row, col) of the output (padded to tile x tile) and the
-        validity of its real pixels."""
-        height = min(tile, self.window.height - row)
-        width = min(tile, self.window.width - col)
-        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        """Model inputs for the tile x tile tile at output offset (row, col), and which of its
+        pixels are valid.
+
+        The tile may reach past the output window (the grid's context margin): pixels there are
+        read from the image where it has them, so an AOI edge is restored with real context,
+        and mirrored beyond the image's own edge. Only pixels inside the image can be valid.
+        """
+        top, left = self.window.row_off + row, self.window.col_off + col
+        row0, col0 = max(top, 0), max(left, 0)
+        row1, col1 = min(top + tile, self.s2.height), min(left + tile, self.s2.width)
+        window = Window(col0, row0, col1 - col0, row1 - row0)
         dn = self.s2.read(window=window)
         s2_invalid = _invalid_s2_mask(dn, self.s2.nodata)
         s2 = normalise_s2(dn, self.offset, self.s2_scale)
@@ -177,7 +183,9 @@ class _Scene:
         s1 = normalise_s1(s1_raw, self.s1_linear, self.s1_db_range)
         _fill(s2, s2_invalid)
         _fill(s1, s1_invalid)
-        return pad_to_tile(s2, tile), pad_to_tile(s1, tile), ~(s2_invalid | s1_invalid)
+        pads = (row0 - top, top + tile - row1, col0 - left, left + tile - col1)
+        valid = np.pad(~(s2_invalid | s1_invalid), ((pads[0], pads[1]), (pads[2], pads[3])))
+        return reflect_pad(s2, *pads), reflect_pad(s1, *pads), valid
 
 
 def _blocks(height: int, width: int):
@@ -263,12 +271,13 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
                                                   (Path(request.s1_path), "S1")])
         window = output_window(s2, s1, request.aoi, request.aoi_crs)
         overlap = spec.overlap if request.overlap is None else request.overlap
+        margin = overlap // 2   # context beyond the output's edges: see TileGrid
         tile, note = effective_tile_size(
             spec.tile_size if request.tile_size is None else request.tile_size, overlap,
-            spec.size_multiple, window.height, window.width)
+            spec.size_multiple, window.height, window.width, margin)
         if note:
             messages.append(note)
-        grid = TileGrid(window.height, window.width, tile, overlap)
+        grid = TileGrid(window.height, window.width, tile, overlap, margin)
 
         s2_sample = spread_sample(s2, window)
         offset, note = resolve_s2_offset(request.s2_offset, s2_sample,

@@ -19,12 +19,13 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def effective_tile_size(tile: int, overlap: int, size_multiple: int, height: int, width: int):
+def effective_tile_size(tile: int, overlap: int, size_multiple: int, height: int, width: int,
+                        margin: int = 0):
     """Check the user's tile size and overlap and fit them to the model and the image.
 
-    The tile is rounded up to the model's size multiple, and shrunk to the image (rounded up
-    the same way) when the image is smaller, so a small AOI does not pay for a full tile.
-    Returns (tile, note or None).
+    The tile is rounded up to the model's size multiple, and shrunk to the image plus its
+    context margin on both sides (rounded up the same way) when that is smaller, so a small AOI
+    does not pay for a full tile. Returns (tile, note or None).
     """
     if tile <= 0:
         raise UserError(f"The tile size must be a positive number of pixels (got {tile}).")
@@ -38,7 +39,7 @@ def effective_tile_size(tile: int, overlap: int, size_multiple: int, height: int
     if fitted != tile:
         note = (f"Rounded the tile size up from {tile} to {fitted} px, a multiple of the "
                 f"model's {size_multiple}.")
-    return min(fitted, round_up(max(height, width), size_multiple)), note
+    return min(fitted, round_up(max(height, width) + 2 * margin, size_multiple)), note
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list:
@@ -53,20 +54,28 @@ def tile_starts(length: int, tile: int, overlap: int) -> list:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """The tiles covering a `height` x `width` image; offsets are relative to the image."""
+    """The tiles covering a `height` x `width` image; offsets are relative to the image.
+
+    With a `margin`, the grid covers the image grown by that many pixels on every side (tile
+    offsets may be negative), so the image's own edge never falls on a tile's edge, where a
+    convolutional network sees zero padding instead of context and leaves a coloured rim.
+    """
 
     height: int
     width: int
     tile: int
     overlap: int
+    margin: int = 0
 
     @property
     def rows(self):
-        return tile_starts(self.height, self.tile, self.overlap)
+        return [start - self.margin
+                for start in tile_starts(self.height + 2 * self.margin, self.tile, self.overlap)]
 
     @property
     def cols(self):
-        return tile_starts(self.width, self.tile, self.overlap)
+        return [start - self.margin
+                for start in tile_starts(self.width + 2 * self.margin, self.tile, self.overlap)]
 
     def tiles_touching(self, row0: int, col0: int, height: int, width: int) -> list:
         """(row, col) offsets of every tile that overlaps the given block of the image."""
@@ -74,16 +83,19 @@ class TileGrid:
                 for c in self.cols if c < col0 + width and c + self.tile > col0]
 
 
-def pad_to_tile(array: np.ndarray, tile: int) -> np.ndarray:
-    """Reflect-pad a (bands, rows, cols) array at its bottom and right to tile x tile.
+def reflect_pad(array: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Reflect-pad the last two axes of an array (bands, rows, cols) or (rows, cols).
 
     Reflection keeps image statistics at the padded border, where constant padding would show
-    the network a hard edge it could bleed into the real pixels.
+    the network a hard edge it could bleed into the real pixels. A one-pixel-wide axis has
+    nothing to reflect and repeats its pixel instead.
     """
-    rows, cols = array.shape[-2:]
-    if rows == tile and cols == tile:
+    if not (top or bottom or left or right):
         return array
-    return np.pad(array, ((0, 0), (0, tile - rows), (0, tile - cols)), mode="reflect")
+    lead = [(0, 0)] * (array.ndim - 2)
+    rows, cols = array.shape[-2:]
+    array = np.pad(array, lead + [(top, bottom), (0, 0)], mode="reflect" if rows > 1 else "edge")
+    return np.pad(array, lead + [(0, 0), (left, right)], mode="reflect" if cols > 1 else "edge")
 
 
 def blend_window(tile: int) -> np.ndarray:

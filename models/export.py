@@ -70,6 +70,7 @@ def export_onnx(model, spec: dict, path) -> None:
     wrapper = EngineOutputs(model)
     was_training = model.training
     wrapper.eval()
+    # at least 32 px and a valid size, so the deepest level of any network still has pixels
     side = spec["size_multiple"] * max(1, 32 // spec["size_multiple"])
     dummy = (torch.rand(_TRACE_BATCH, len(spec["s2_bands"]), side, side),
              torch.rand(_TRACE_BATCH, len(spec["s1_bands"]), side, side))

@@ -4,7 +4,7 @@ import pytest
 
 from sar_cloud_removal.core.errors import UserError
 from sar_cloud_removal.core.tiling import (BlendAccumulator, TileGrid, blend_window,
-                                           effective_tile_size, pad_to_tile, tile_starts)
+                                           effective_tile_size, reflect_pad, tile_starts)
 
 
 @pytest.mark.parametrize("length, tile, overlap", [(200, 64, 16), (256, 64, 0), (65, 64, 8),
@@ -37,15 +37,33 @@ def test_impossible_tile_settings_are_refused(tile, overlap):
         effective_tile_size(tile, overlap, 1, 500, 500)
 
 
-def test_padding_reflects_at_bottom_and_right_only():
+def test_padding_reflects_on_the_requested_sides():
     array = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    padded = pad_to_tile(array, 6)
+    padded = reflect_pad(array, 1, 2, 0, 2)
     assert padded.shape == (2, 6, 6)
-    np.testing.assert_array_equal(padded[:, :3, :4], array)
-    np.testing.assert_array_equal(padded[:, 3, :4], array[:, 1])      # mirrored about row 2
-    np.testing.assert_array_equal(padded[:, :3, 4], array[:, :, 2])   # mirrored about col 3
+    np.testing.assert_array_equal(padded[:, 1:4, :4], array)
+    np.testing.assert_array_equal(padded[:, 0, :4], array[:, 1])      # mirrored about row 0
+    np.testing.assert_array_equal(padded[:, 4, :4], array[:, 1])      # mirrored about row 2
+    np.testing.assert_array_equal(padded[:, 1:4, 4], array[:, :, 2])  # mirrored about col 3
     same = np.zeros((1, 6, 6), np.float32)
-    assert pad_to_tile(same, 6) is same
+    assert reflect_pad(same, 0, 0, 0, 0) is same
+
+
+def test_a_one_pixel_axis_is_repeated_not_reflected():
+    line = np.arange(5, dtype=np.float32).reshape(1, 1, 5)
+    padded = reflect_pad(line, 2, 1, 0, 0)
+    assert padded.shape == (1, 4, 5) and (padded == line).all()
+
+
+def test_a_margin_keeps_the_image_edge_inside_every_tile():
+    grid = TileGrid(150, 110, 48, 12, margin=6)
+    assert grid.rows[0] == -6 and grid.rows[-1] + 48 == 156
+    assert grid.cols[0] == -6 and grid.cols[-1] + 48 == 116
+    for edge_row in (0, 149):   # some tile sees each edge row with `margin` px of context
+        depth = max(min(edge_row - r, r + 47 - edge_row) for r in grid.rows
+                    if r <= edge_row < r + 48)
+        assert depth >= 6
+    assert effective_tile_size(256, 32, 8, 100, 37, margin=16) == (136, None)
 
 
 def test_blend_window_is_smooth_symmetric_and_never_zero():
@@ -60,19 +78,22 @@ def test_blend_window_is_smooth_symmetric_and_never_zero():
 def _blend(image, grid, blocks):
     """Blend tiles cut from `image` (bands, H, W) over `grid`, accumulated block by block."""
     out = np.empty_like(image)
+    m = grid.margin
+    padded = reflect_pad(image, m, grid.tile + m, m, grid.tile + m)
     for row0, col0, height, width in blocks:
         acc = BlendAccumulator(image.shape[0], row0, col0, height, width, grid.tile)
         for r, c in grid.tiles_touching(row0, col0, height, width):
-            acc.add(pad_to_tile(image[:, r:r + grid.tile, c:c + grid.tile], grid.tile), r, c)
+            acc.add(padded[:, r + m:r + m + grid.tile, c + m:c + m + grid.tile], r, c)
         out[:, row0:row0 + height, col0:col0 + width] = acc.result()
     return out
 
 
-def test_blending_ones_gives_exactly_one_and_an_image_gives_itself():
+@pytest.mark.parametrize("margin", [0, 6])
+def test_blending_ones_gives_exactly_one_and_an_image_gives_itself(margin):
     rng = np.random.default_rng(0)
     image = np.concatenate([rng.random((2, 150, 110), dtype=np.float32),
                             np.ones((1, 150, 110), np.float32)])
-    grid = TileGrid(150, 110, 48, 12)
+    grid = TileGrid(150, 110, 48, 12, margin)
     blended = _blend(image, grid, [(0, 0, 150, 110)])
     assert (blended[2] == 1).all()
     np.testing.assert_allclose(blended[:2], image[:2], rtol=1e-6)
