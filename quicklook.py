@@ -18,7 +18,7 @@ GROUND_BELOW_DN = 3500
 # Viridis anchors: perceptually even and readable by colour-blind viewers; dark = from SAR.
 GATE_RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98),
                       (253, 231, 37)], dtype=np.float32)
-_GAP, _TITLE_HEIGHT, _FONT_SCALE = 8, 26, 2
+_GAP, _TITLE_HEIGHT, _FONT_SCALE, _LEGEND_WIDTH = 8, 26, 2, 96
 _BACKGROUND = 24
 
 # 5 x 7 glyphs for the characters the titles use.
@@ -27,7 +27,6 @@ _GLYPHS = {
     "0": [" ### ", "#   #", "#  ##", "# # #", "##  #", "#   #", " ### "],
     "1": ["  #  ", " ##  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### "],
     "2": [" ### ", "#   #", "    #", "   # ", "  #  ", " #   ", "#####"],
-    "=": ["     ", "     ", "#####", "     ", "#####", "     ", "     "],
     "A": [" ### ", "#   #", "#   #", "#####", "#   #", "#   #", "#   #"],
     "C": [" ### ", "#   #", "#    ", "#    ", "#    ", "#   #", " ### "],
     "D": ["#### ", "#   #", "#   #", "#   #", "#   #", "#   #", "#### "],
@@ -69,8 +68,9 @@ def _ramp(values: np.ndarray) -> np.ndarray:
     return rgb.transpose(2, 0, 1).astype(np.uint8)
 
 
-def _draw_text(image: np.ndarray, text: str, row: int, col: int) -> None:
-    """Write `text` in white into the 3 x H x W image, top-left at (row, col)."""
+def _draw_text(image: np.ndarray, text: str, row: int, col: int) -> int:
+    """Write `text` in white into the 3 x H x W image, top-left at (row, col); returns the
+    column after it. Text beyond the image is cut off."""
     for character in text.upper():
         glyph = np.array([[c == "#" for c in line] for line in _GLYPHS[character]])
         glyph = np.kron(glyph, np.ones((_FONT_SCALE, _FONT_SCALE), dtype=bool))
@@ -78,6 +78,16 @@ def _draw_text(image: np.ndarray, text: str, row: int, col: int) -> None:
         area = image[:, row:row + height, col:col + width]
         area[:, glyph[:area.shape[1], :area.shape[2]]] = 255
         col += width + _FONT_SCALE
+    return col
+
+
+def _draw_gate_title(image: np.ndarray, row: int, col: int) -> None:
+    """'GATE  SAR 0 [colour bar] 1 OPTICAL': the legend of the gate panel's colours."""
+    col = _draw_text(image, "GATE  SAR 0", row, col) + _FONT_SCALE
+    bar = _ramp(np.linspace(0, 1, _LEGEND_WIDTH)[None, :].repeat(7 * _FONT_SCALE, axis=0))
+    area = image[:, row:row + bar.shape[1], col:col + bar.shape[2]]
+    area[...] = bar[:, :area.shape[1], :area.shape[2]]
+    _draw_text(image, "1 OPTICAL", row, col + _LEGEND_WIDTH + 2 * _FONT_SCALE)
 
 
 def write_quicklook(png_path, cloudy_path, restored_path, gate_path, panel_side: int = 512):
@@ -92,13 +102,17 @@ def write_quicklook(png_path, cloudy_path, restored_path, gate_path, panel_side:
     low, high = np.nanpercentile(ground if ground.size else pixels, STRETCH_PERCENTILES)
     panels = [("CLOUDY S2", _stretch(cloudy, low, high)),
               ("RESTORED", _stretch(restored, low, high)),
-              ("GATE 1=OPTICAL 0=SAR", _ramp(gate))]
+              (None, _ramp(gate))]
     height = max(p.shape[1] for _, p in panels)
     width = sum(p.shape[2] for _, p in panels) + _GAP * (len(panels) + 1)
     canvas = np.full((3, height + _TITLE_HEIGHT + _GAP, width), _BACKGROUND, dtype=np.uint8)
     col = _GAP
+    title_row = (_TITLE_HEIGHT - 7 * _FONT_SCALE) // 2
     for title, panel in panels:
-        _draw_text(canvas, title, (_TITLE_HEIGHT - 7 * _FONT_SCALE) // 2, col)
+        if title:
+            _draw_text(canvas, title, title_row, col)
+        else:
+            _draw_gate_title(canvas, title_row, col)
         canvas[:, _TITLE_HEIGHT:_TITLE_HEIGHT + panel.shape[1], col:col + panel.shape[2]] = panel
         col += panel.shape[2] + _GAP
     with warnings.catch_warnings():

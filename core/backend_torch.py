@@ -14,10 +14,10 @@ class TorchBackend(Backend):
     def __init__(self, path, spec, device: str, threads: int):
         super().__init__()
         self._torch = torch = require_package("torch")
-        from ..models.registry import build
+        from ..models.registry import build, load_weights
 
         network = build(spec.architecture, **spec.config)
-        _load_weights(network, read_checkpoint(path)["state_dict"], path, spec)
+        load_weights(network, read_checkpoint(path)["state_dict"], path, spec.architecture)
         network_multiple = getattr(network, "size_multiple", 1)
         if spec.size_multiple % network_multiple:
             raise UserError(f"The spec in {path} gives size_multiple {spec.size_multiple} but its "
@@ -61,19 +61,3 @@ class TorchBackend(Backend):
     def _free_gpu_memory(self):
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
-
-
-def _load_weights(network, state_dict, path, spec):
-    """Load strictly, explaining a mismatch in one sentence instead of torch's key listing."""
-    expected = network.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    reshaped = [key for key, tensor in state_dict.items() if key in expected
-                and tuple(getattr(tensor, "shape", ())) != tuple(expected[key].shape)]
-    if missing or unexpected or reshaped:
-        raise UserError(
-            f"The weights in {path} do not fit the {spec.architecture} network its spec describes "
-            f"({len(missing)} tensors missing, {len(unexpected)} unexpected, {len(reshaped)} of "
-            f"another shape, e.g. '{(missing + unexpected + reshaped)[0]}'); use a checkpoint "
-            f"saved with this spec.")
-    network.load_state_dict(state_dict, strict=True)

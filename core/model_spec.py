@@ -223,7 +223,7 @@ def read_checkpoint(path: Path) -> dict:
         raise UserError(f"The model file {path} holds more than tensors and plain data and is "
                         f"refused for safety; re-save it as {{'spec': ..., 'state_dict': ...}}.") \
             from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch.load raises many kinds on a foreign or truncated file
         raise UserError(f"The model file {path} is not a readable torch checkpoint (truncated or "
                         f"corrupt); replace it with a complete copy.") from exc
     if not isinstance(checkpoint, dict) or "spec" not in checkpoint \

@@ -91,16 +91,12 @@ def export_onnx(model, spec: dict, path) -> None:
 
 def load_network(path) -> tuple:
     """(network in eval mode, spec dict) from a checkpoint written by `save_checkpoint`."""
-    from .registry import build
+    from .registry import build, load_weights
 
     checkpoint = read_checkpoint(Path(path))
     spec = validate_spec(checkpoint["spec"], str(path))
     network = build(spec.architecture, **spec.config)
-    try:
-        network.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        raise UserError(f"The weights in {path} do not fit the {spec.architecture} network its "
-                        f"spec describes; use a checkpoint saved with this spec.") from exc
+    load_weights(network, checkpoint["state_dict"], path, spec.architecture)
     return network.eval(), spec.raw
 
 

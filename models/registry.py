@@ -55,3 +55,19 @@ def resolved_config(architecture: str, config: dict) -> dict:
         raise UserError(f"The {architecture} network has no setting {', '.join(unknown)}; use "
                         f"{', '.join(parameters) or 'none'}.")
     return {name: config.get(name, p.default) for name, p in parameters.items()}
+
+
+def load_weights(network: nn.Module, state_dict: dict, source, architecture: str) -> None:
+    """Load strictly, explaining a mismatch in one sentence instead of torch's key listing."""
+    expected = network.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [key for key, tensor in state_dict.items() if key in expected
+                and tuple(getattr(tensor, "shape", ())) != tuple(expected[key].shape)]
+    if missing or unexpected or reshaped:
+        raise UserError(
+            f"The weights in {source} do not fit the {architecture} network its spec describes "
+            f"({len(missing)} tensors missing, {len(unexpected)} unexpected, {len(reshaped)} of "
+            f"another shape, e.g. '{(missing + unexpected + reshaped)[0]}'); use a checkpoint "
+            f"saved with this spec.")
+    network.load_state_dict(state_dict, strict=True)
