@@ -2,9 +2,10 @@
 
 Speed and memory are measured here, not asserted in tests (SPEC §7). Each (scene size, backend)
 runs the engine end to end in a fresh child process, so the child's peak resident memory
-(ru_maxrss) belongs to that run alone and shows whether memory stays flat as scenes grow. The same
-backend's bare model throughput on the engine's tile size tells how much the engine adds (reading,
-reprojecting S1, tile overlap, blending, writing) on top of the network itself.
+(ru_maxrss) belongs to that run alone and shows whether memory stays flat as scenes grow. Right
+after, the same child times the bare model on tiles of the engine's size; the ratio tells how
+much the engine adds (reading, reprojecting S1, tile overlap, blending, writing) on top of the
+network, measured under the same load (the CPU may be shared).
 """
 import json
 import math
@@ -71,7 +72,7 @@ def parse_backends(text: str) -> list:
 
 def cached_scene(workdir: Path, megapixels: float):
     """The generated scene of about `megapixels` (square), written once and reused."""
-    from .synthetic.scene import ScenePaths, write_scene
+    from .synthetic.scene import scene_paths, write_scene
 
     side = max(64, round(math.sqrt(megapixels * 1e6)))
     folder = workdir / "scenes" / f"{side}px_seed{SCENE_SEED}"
@@ -81,18 +82,17 @@ def cached_scene(workdir: Path, megapixels: float):
         started = time.perf_counter()
         write_scene(folder, side, side, seed=SCENE_SEED, cloud_kind="mixed", coverage=0.5)
         (folder / _COMPLETE).write_text(f"{time.perf_counter() - started:.1f} s\n")
-    return ScenePaths(folder / "s2_cloudy.tif", folder / "s2_clear.tif", folder / "s1.tif",
-                      folder / "truth.tif")
+    return scene_paths(folder)
 
 
 def _in_child(job: dict) -> dict:
-    """Run one job in a fresh interpreter; its peak memory is then its own."""
+    """Run one measurement in a fresh interpreter; its peak memory is then its own."""
     proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(job)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise UserError(f"A benchmark run ({job['kind']}, {job['backend']}) failed: "
-                        f"{lines[-1] if lines else 'no message'}")
+        raise UserError(f"The benchmark run on {Path(job['s2']).parent.name} with "
+                        f"{job['backend']} failed: {lines[-1] if lines else 'no message'}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -100,17 +100,6 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _engine_job(job: dict) -> dict:
-    from .core.engine import RemovalRequest, remove_clouds
-
-    result = remove_clouds(RemovalRequest(
-        s2_path=job["s2"], s1_path=job["s1"], out_path=job["out"], gate_path=job["gate"],
-        model=job["model"], backend=job["backend"], device=job["device"],
-        tile_size=job["tile"], threads=job["threads"], batch_size=job["batch_size"]))
-    return {"seconds": result.seconds, "megapixels": result.megapixels,
-            "device": result.device, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _realistic_batch(s2_path, s1_path, batch: int, tile: int):
@@ -135,12 +124,10 @@ def _realistic_batch(s2_path, s1_path, batch: int, tile: int):
     return (normalise_s2(np.stack(s2_tiles), 0), normalise_s1(np.stack(s1_tiles), False))
 
 
-def _model_job(job: dict) -> dict:
+def _model_throughput(job: dict, files, spec) -> float:
+    """Megapixels per second of the bare backend on batches of the engine's tiles."""
     from .core.backends import create_backend
-    from .core.model_spec import load_spec, resolve_model
 
-    files = resolve_model(job["model"])
-    spec = load_spec(files)
     tile = job["tile"] or spec.tile_size
     s2, s1 = _realistic_batch(job["s2"], job["s1"], job["batch_size"], tile)
     with create_backend(files, spec, backend=job["backend"], device=job["device"],
@@ -152,10 +139,26 @@ def _model_job(job: dict) -> dict:
             backend.run(s2, s1)
             batches += 1
         seconds = time.perf_counter() - started
-        device = backend.device
-    megapixels = batches * job["batch_size"] * tile * tile / 1e6
-    return {"megapixels_per_second": megapixels / seconds, "device": device, "tile": tile,
-            "model": f"{spec.name} {spec.version} ({spec.architecture}, {files.name})"}
+    return batches * job["batch_size"] * tile * tile / 1e6 / seconds
+
+
+def _measure(job: dict) -> dict:
+    """The child's work: the engine end to end, its peak memory, then the bare model."""
+    from .core.engine import RemovalRequest, remove_clouds
+    from .core.model_spec import load_spec, resolve_model
+
+    result = remove_clouds(RemovalRequest(
+        s2_path=job["s2"], s1_path=job["s1"], out_path=job["out"], gate_path=job["gate"],
+        model=job["model"], backend=job["backend"], device=job["device"],
+        tile_size=job["tile"], threads=job["threads"], batch_size=job["batch_size"]))
+    peak_rss_mb = _peak_rss_mb()
+    files = resolve_model(job["model"])
+    spec = load_spec(files)
+    return {"seconds": result.seconds, "megapixels": result.megapixels,
+            "device": result.device, "peak_rss_mb": peak_rss_mb,
+            "model_mp_per_s": _model_throughput(job, files, spec),
+            "tile": job["tile"] or spec.tile_size,
+            "model": f"{spec.name} {spec.version} ({spec.architecture})"}
 
 
 def _machine() -> str:
@@ -203,38 +206,32 @@ def run(args):
                         f"choose another --workdir.") from None
     scenes = {size: cached_scene(workdir, size) for size in sizes}
     load_before = _load_average()
-    smallest = scenes[min(sizes)]
     common = {"model": args.model, "device": args.device, "tile": args.tile,
               "threads": args.threads, "batch_size": args.batch_size,
               "model_seconds": args.model_seconds}
-
-    model_speed = {}
-    for backend in backends:
-        print(f"model only: {backend} ...", flush=True)
-        model_speed[backend] = _in_child(dict(common, kind="model", backend=backend,
-                                              s2=str(smallest.s2_cloudy), s1=str(smallest.s1)))
     rows = []
     for size in sizes:
         for backend in backends:
-            print(f"end to end: {size:g} MP, {backend} ...", flush=True)
+            print(f"{size:g} MP, {backend} ...", flush=True)
             out = workdir / "outputs" / f"{size:g}MP_{backend}"
-            run_ = _in_child(dict(common, kind="engine", backend=backend,
-                                  s2=str(scenes[size].s2_cloudy), s1=str(scenes[size].s1),
-                                  out=f"{out}.tif", gate=f"{out}_gate.tif"))
-            mp_per_s = run_["megapixels"] / run_["seconds"]
-            model = model_speed[backend]["megapixels_per_second"]
-            rows.append(dict(run_, backend=backend, mp_per_s=mp_per_s, model_mp_per_s=model,
-                             overhead_percent=(model / mp_per_s - 1.0) * 100.0))
+            measured = _in_child(dict(common, backend=backend, s2=str(scenes[size].s2_cloudy),
+                                      s1=str(scenes[size].s1), out=f"{out}.tif",
+                                      gate=f"{out}_gate.tif"))
+            mp_per_s = measured["megapixels"] / measured["seconds"]
+            rows.append(dict(measured, backend=backend, mp_per_s=mp_per_s,
+                             overhead_percent=(measured["model_mp_per_s"] / mp_per_s - 1) * 100))
     table = format_table(rows)
-    command = (f"sar-cloud-removal bench --sizes {args.sizes} --backends {args.backends} "
-               f"--model {args.model} --batch-size {args.batch_size}"
-               + (f" --tile {args.tile}" if args.tile else "")
-               + (f" --threads {args.threads}" if args.threads else ""))
+    options = [("--sizes", args.sizes), ("--backends", args.backends), ("--model", args.model),
+               ("--device", args.device), ("--tile", args.tile),
+               ("--batch-size", args.batch_size), ("--threads", args.threads),
+               ("--workdir", args.workdir)]
+    command = "sar-cloud-removal bench " + " ".join(f"{flag} {value}" for flag, value in options
+                                                    if value is not None)
     report = (f"# Benchmark\n\n"
               f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
               f"- command: `{command}`\n"
-              f"- model: {model_speed[backends[0]]['model']}, "
-              f"tile {model_speed[backends[0]]['tile']} px, batch {args.batch_size}\n"
+              f"- model: {rows[0]['model']}, tile {rows[0]['tile']} px, "
+              f"batch {args.batch_size}\n"
               f"- machine: {_machine()}\n"
               f"- load average (1 min) before / after the runs: {load_before} / "
               f"{_load_average()} (anything above the benchmark's own load is other work "
@@ -245,10 +242,10 @@ def run(args):
 
 
 def _child_main(argv) -> int:
-    """Child entry point: run one job and print its result as the last line of stdout."""
+    """Child entry point: run one measurement and print it as the last line of stdout."""
     job = json.loads(argv[0])
     try:
-        result = _engine_job(job) if job["kind"] == "engine" else _model_job(job)
+        result = _measure(job)
     except UserError as exc:
         print(exc, file=sys.stderr)
         return 2

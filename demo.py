@@ -15,8 +15,10 @@ from .synthetic.scene import write_scene
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sar_cloud_removal.demo",
-                                     description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m sar_cloud_removal.demo",
+        description="Generate a cloudy S2 / S1 scene, remove its clouds with the "
+                    "sar-cloud-removal command and write a quicklook PNG.")
     parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=1024,
                         help="side of the generated S2 scene in 10 m pixels (default: %(default)s)")

@@ -8,13 +8,17 @@ from ..core.errors import UserError
 from .dsen2cr import DSen2CR
 from .ibhfn import IBHFN
 from .identity import IdentityNetwork
+from .mmcanet import MMCANet
 from .network_io import NetworkOutput
+from .sgbafm import SGBAFMNet
 
 __all__ = ["ARCHITECTURES", "NetworkOutput", "build", "resolved_config"]
 
 ARCHITECTURES = {
     "ibhfn": IBHFN,
     "dsen2cr": DSen2CR,
+    "mmcanet": MMCANet,
+    "sgbafm": SGBAFMNet,
     "identity": IdentityNetwork,
 }
 

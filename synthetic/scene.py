@@ -41,6 +41,13 @@ class ScenePaths:
     truth: Path   # float32 bands: cloud opacity, shadow strength (on the S2 grid)
 
 
+def scene_paths(out_dir) -> ScenePaths:
+    """Where `write_scene` puts (or has put) the files of a scene in `out_dir`."""
+    out = Path(out_dir)
+    return ScenePaths(out / "s2_cloudy.tif", out / "s2_clear.tif", out / "s1.tif",
+                      out / "truth.tif")
+
+
 def _windows(height: int, width: int):
     for row in range(0, height, BLOCK):
         for col in range(0, width, WINDOW_COLS):
@@ -76,10 +83,8 @@ def write_scene(out_dir, width: int, height: int, seed: int = 0, cloud_kind: str
     The same arguments always give the same files. `cloud_kind` and `coverage` are those of
     `clouds.simulate_clouds`.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = ScenePaths(out / "s2_cloudy.tif", out / "s2_clear.tif", out / "s1.tif",
-                       out / "truth.tif")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = scene_paths(out_dir)
     rng = np.random.default_rng(seed)
     landscape = Landscape.draw(rng, width, height)
     period = min(0.6 * max(width, height), 1500.0) * rng.uniform(0.7, 1.3)

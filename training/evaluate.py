@@ -83,14 +83,18 @@ def summarise(rows) -> dict:
 
 def format_table(rows, means) -> str:
     """A plain-text table of per-image and mean metrics, model over baseline."""
-    header = f"{'image':<26}" + "".join(f"{k:>18}" for k in REPORTED)
+    width = 20
+    header = f"{'image':<26}" + "".join(f"{k:^{width}}" for k in REPORTED)
     lines = [header, "-" * len(header)]
+
+    def cell(value) -> str:
+        return "–" if value is None or math.isnan(value) else f"{value:.4f}"
 
     def cells(model, base):
         out = ""
         for key in REPORTED:
-            m, b = model.get(key, math.nan), base.get(key, math.nan)
-            out += f"{m:>9.4f}" + (f" ({b:.4f})" if not math.isnan(b) else " " * 9)
+            baseline = f"({cell(base[key])})" if key in base else ""
+            out += f"{cell(model.get(key)):>9} {baseline:<{width - 10}}"
         return out
 
     for row in rows:

@@ -372,10 +372,14 @@ def add_arguments(parser) -> None:
                         help="run folder for checkpoints and the log (default runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's latest checkpoint")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override the config's seed (repeat a recipe with other draws)")
 
 
 def run(args) -> int:
     config = load_config(args.config)
+    if args.seed is not None:
+        config["seed"] = args.seed
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     best = train(config, out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
