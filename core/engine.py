@@ -31,6 +31,10 @@ from .tiling import BlendAccumulator, TileGrid, effective_tile_size, reflect_pad
 # than the image holds with 256-px tiles). The block costs about 450 MB at 2048 px: its
 # float32 sums (14 x 2048 x 2048) and its output in the S2 dtype, whatever the scene size.
 BLOCK_SIZE = 2048
+# GDAL's block cache defaults to 5 % of RAM and, fed a whole scene window by window, fills it all
+# (1.8 GB peak instead of 1.0 GB on a 16 MP scene); every block is read about once, so a small
+# cache costs little speed. A process that already started GDAL (QGIS) keeps its own setting.
+GDAL_CACHE_MB = 128
 
 
 @dataclass
@@ -260,7 +264,7 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
     with ExitStack() as stack:
         # One GDAL environment for the run; it also routes GDAL's own error chatter to logging
         # instead of stderr, where the faces print only the one-sentence message.
-        stack.enter_context(rasterio.Env())
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
         s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
         _check_band_count(s2, len(spec.s2_bands), "S2", spec.s2_bands)

@@ -114,8 +114,7 @@ def image_metrics(pred, target, cloud_mask=None) -> dict:
         row.update({"cloud_psnr": psnr(pred, target, cloud_mask),
                     "cloud_ssim": ssim(pred, target, cloud_mask),
                     "cloud_mae": mae(pred, target, cloud_mask),
-                    "cloud_sam": sam(pred, target, cloud_mask),
-                    "cloud_fraction": float(np.asarray(cloud_mask).astype(bool).mean())})
+                    "cloud_sam": sam(pred, target, cloud_mask)})
     return row
 
 

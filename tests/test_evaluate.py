@@ -84,3 +84,10 @@ def test_report_table_puts_the_baseline_first_and_refuses_mixed_image_sets():
     assert lines[3].endswith("| – |")                 # no gate AUC without a mask
     with pytest.raises(ValueError):
         markdown_table([report("full", 20.0), report("other", 1.0, images=("a",))])
+
+
+def test_selecting_a_triplet_that_is_not_there_is_one_clear_error(cli, packed, tmp_path):
+    model = tiny_models.identity_onnx(tmp_path / "identity.onnx")
+    result = cli("evaluate", "--data", packed, "--only", "316,99999", "--model", model)
+    assert result.returncode == 2
+    assert "99999" in result.stderr and "Traceback" not in result.stderr

@@ -59,9 +59,12 @@ def test_a_few_steps_write_checkpoints_and_a_log_then_resume_continues(tmp_path,
     assert records[-1]["kind"] == "end" and records[-1]["step"] == 6
 
 
-def test_resume_without_a_checkpoint_and_unknown_keys_are_user_errors(tmp_path, shared_data):
+def test_missing_checkpoints_and_unknown_keys_are_user_errors(tmp_path, shared_data):
     with pytest.raises(UserError, match="no checkpoint to resume"):
         train(load_config(_config(tmp_path, shared_data)), tmp_path / "empty", resume=True)
+    missing_init = _config(tmp_path, shared_data, init=str(tmp_path / "pretrain" / "best.pt"))
+    with pytest.raises(UserError, match="does not exist"):
+        train(load_config(missing_init), tmp_path / "finetune")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"step": 3}))
     with pytest.raises(UserError, match="unknown keys"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import metrics
+from ..core.backends import BACKENDS, DEVICES
 from ..core.errors import UserError
 from .packed import find_packed, read_packed
 from .sen12mscr import SPLITS, find_triplets, read_triplet
@@ -24,26 +25,25 @@ REPORTED = ("psnr", "ssim", "mae", "sam", "cloud_mae", "gate_auc")
 
 
 def load_triplets(folder, split=None, only=None) -> list:
-    """Every triplet in a packed folder or a SEN12MS-CR folder (either layout).
+    """The triplets of a packed folder or a SEN12MS-CR folder (either layout).
 
     `split` keeps one official SEN12MS-CR split; `only` keeps the named triplets (packed ids or
-    SEN12MS-CR patch names).
+    SEN12MS-CR patch names), so a selection may leave a folder with none. A folder holding no
+    triplets at all is an error: it is the wrong folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"The data folder {folder} does not exist; give a folder of SEN12MS-CR "
                         f"triplets or packed *_input/_target/_mask.tif files.")
     packed_ids = find_packed(folder)
-    if packed_ids:
-        triplets = [read_packed(folder, i) for i in packed_ids if only is None or i in only]
-    else:
-        triplets = [read_triplet(t) for t in find_triplets(folder, split)
-                    if only is None or t.name in only]
-    if not triplets:
+    found = packed_ids or find_triplets(folder, split)
+    if not found:
         raise UserError(f"No triplets were found in {folder}"
-                        + (" matching the selection" if split or only else "")
+                        + (f" in the {split} split" if split else "")
                         + "; give a SEN12MS-CR folder (s1/s2/s2_cloudy) or packed triplets.")
-    return triplets
+    if packed_ids:
+        return [read_packed(folder, i) for i in packed_ids if only is None or i in only]
+    return [read_triplet(t) for t in found if only is None or t.name in only]
 
 
 def _pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -124,8 +124,8 @@ def add_arguments(parser) -> None:
                         help="comma-separated triplet names or packed ids to score (default all)")
     parser.add_argument("--split", choices=SPLITS, default=None,
                         help="score only this official SEN12MS-CR split of the folders")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch"))
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
     parser.add_argument("--out", default=None, metavar="REPORT.json",
                         help="write the full report (per-image rows and means) as JSON")
@@ -137,6 +137,10 @@ def run(args) -> int:
 
     only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
     triplets = [t for folder in args.data for t in load_triplets(folder, args.split, only)]
+    missing = sorted(only - {t.name for t in triplets}) if only else []
+    if missing:
+        raise UserError(f"The selected triplets {', '.join(missing)} are not in the data "
+                        f"folders; check the names given to --only.")
     files = resolve_model(args.model)
     spec = load_spec(files)
     started = time.perf_counter()

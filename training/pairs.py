@@ -19,10 +19,13 @@ Scenes bright throughout (median B2 reflectance above 0.35: snow fields or cloud
 609U_541L_3_0) are left out: a "clear" reference that is itself white would teach the network that
 clouds are ground.
 """
+import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from ..core.grid import S1OnS2Grid
 from ..core.sensors import detect_s2_offset
@@ -90,19 +93,17 @@ def _bigearthnet_pair(s1_dir: Path, s2_dir: Path) -> ClearPair:
                 continue
             with rasterio.open(path) as src:
                 bands.append(src.read(1, out_shape=shape,
-                                      resampling=rasterio.enums.Resampling.bilinear))
+                                      resampling=Resampling.bilinear))
         s1 = []
         for pol in ("VV", "VH"):
             with rasterio.open(s1_dir / f"{s1_dir.name}_{pol}.tif") as src, \
                     S1OnS2Grid(src, grid) as aligned:
-                s1.append(aligned.read(rasterio.windows.Window(0, 0, grid.width, grid.height))[0])
+                s1.append(aligned.read(Window(0, 0, grid.width, grid.height))[0])
     return make_pair(f"bigearthnet/{stem}", np.stack(s1), np.stack(bands).astype(np.float32))
 
 
 def read_bigearthnet(folder: Path) -> list:
     """Pairs named by each S1 patch's metadata (`corresponding_s2_patch`)."""
-    import json
-
     pairs = []
     for meta_path in sorted(folder.glob("BigEarthNet-S1-Example/*/*_labels_metadata.json")):
         s2_name = json.loads(meta_path.read_text())["corresponding_s2_patch"]

@@ -114,13 +114,13 @@ def build_data(config: dict):
     holdout = {str(i) for i in data["holdout_packed"]}
     packed_dir = root / data["packed"] if data["packed"] else None
     packed_ids = find_packed(packed_dir) if packed_dir and packed_dir.is_dir() else []
+    if holdout - set(packed_ids):
+        raise UserError(f"Held-out packed ids {sorted(holdout - set(packed_ids))} are not in "
+                        f"{packed_dir}; fix data.holdout_packed.")
     train_real = [read_packed(packed_dir, i) for i in packed_ids if i not in holdout]
     validation = [read_packed(packed_dir, i) for i in packed_ids if i in holdout]
     for folder in data["validation_folders"]:
         validation += load_triplets(root / folder)
-    if holdout - set(packed_ids):
-        raise UserError(f"Held-out packed ids {sorted(holdout - set(packed_ids))} are not in "
-                        f"{packed_dir}; fix data.holdout_packed.")
 
     sources, weights = [], []
     if data["synthetic_weight"] > 0:
@@ -160,9 +160,11 @@ def validate(model, triplets, size_multiple: int) -> dict:
 
     from .evaluate import score_triplet, summarise
 
+    device = next(model.parameters()).device
+
     def predict(s2, s1):
-        out = model(torch.from_numpy(s2), torch.from_numpy(s1))
-        return out.restored.numpy(), out.gate.numpy()
+        out = model(torch.from_numpy(s2).to(device), torch.from_numpy(s1).to(device))
+        return out.restored.cpu().numpy(), out.gate.cpu().numpy()
 
     model.eval()
     with torch.no_grad():
@@ -186,6 +188,7 @@ class RunLog:
 
 
 def _lr_factor(config: dict):
+    """Linear warm-up, then cosine decay to zero at `steps`, so the last updates are small."""
     warmup, steps = max(1, config["warmup_steps"]), max(1, config["steps"])
 
     def factor(step: int) -> float:
@@ -228,7 +231,11 @@ class TrainingRun:
         self.model = build(config["model"]["architecture"], **config["model"]["config"])
         self.spec = _spec(config, self.model)
         if config["init"] and not resume:
-            self.model.load_state_dict(read_checkpoint(Path(config["init"]))["state_dict"])
+            init = Path(config["init"])
+            if not init.is_file():
+                raise UserError(f"The starting checkpoint {init} ('init') does not exist; run "
+                                f"the stage that writes it first, or fix the path.")
+            self.model.load_state_dict(read_checkpoint(init)["state_dict"])
         self.model.to(self.dist.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config["lr"],
                                            weight_decay=config["weight_decay"])
@@ -249,13 +256,13 @@ class TrainingRun:
         self.loss = JointLoss(DynamicWeights(**config["loss"]))
 
     def _restore(self) -> None:
-        import torch
+        from ..core.model_spec import read_checkpoint
 
         latest = self.out / "latest.pt"
         if not latest.is_file():
             raise UserError(f"There is no checkpoint to resume in {self.out}; drop --resume to "
                             f"start a new run.")
-        state = torch.load(latest, map_location=self.dist.device, weights_only=True)
+        state = read_checkpoint(latest)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
