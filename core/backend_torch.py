@@ -4,7 +4,7 @@ import numpy as np
 
 from .backends import Backend, first_line
 from .errors import UserError
-from .model_spec import read_checkpoint
+from .model_spec import check_same_spec, read_checkpoint
 from .runtime_packages import require_package
 
 
@@ -16,8 +16,10 @@ class TorchBackend(Backend):
         self._torch = torch = require_package("torch")
         from ..models.registry import build, load_weights
 
+        checkpoint = read_checkpoint(path)
+        check_same_spec(spec, checkpoint["spec"], path)
         network = build(spec.architecture, **spec.config)
-        load_weights(network, read_checkpoint(path)["state_dict"], path, spec.architecture)
+        load_weights(network, checkpoint["state_dict"], path, spec.architecture)
         network_multiple = getattr(network, "size_multiple", 1)
         if spec.size_multiple % network_multiple:
             raise UserError(f"The spec in {path} gives size_multiple {spec.size_multiple} but its "

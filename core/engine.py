@@ -167,17 +167,16 @@ class _Scene:
     s2_scale: float
     s1_db_range: tuple
 
-    def read_tile(self, row: int, col: int, tile: int):
-        """Model inputs for the tile x tile tile at output offset (row, col), and which of its
-        pixels are valid.
+    def read_region(self, row: int, col: int, height: int, width: int):
+        """Model inputs for a region at output offset (row, col), and which pixels are valid.
 
-        The tile may reach past the output window (the grid's context margin): pixels there are
-        read from the image where it has them, so an AOI edge is restored with real context,
+        The region may reach past the output window (the grid's context margin): pixels there
+        are read from the image where it has them, so an AOI edge is restored with real context,
         and mirrored beyond the image's own edge. Only pixels inside the image can be valid.
         """
         top, left = self.window.row_off + row, self.window.col_off + col
         row0, col0 = max(top, 0), max(left, 0)
-        row1, col1 = min(top + tile, self.s2.height), min(left + tile, self.s2.width)
+        row1, col1 = min(top + height, self.s2.height), min(left + width, self.s2.width)
         window = Window(col0, row0, col1 - col0, row1 - row0)
         dn = self.s2.read(window=window)
         s2_invalid = _invalid_s2_mask(dn, self.s2.nodata)
@@ -187,9 +186,34 @@ class _Scene:
         s1 = normalise_s1(s1_raw, self.s1_linear, self.s1_db_range)
         _fill(s2, s2_invalid)
         _fill(s1, s1_invalid)
-        pads = (row0 - top, top + tile - row1, col0 - left, left + tile - col1)
+        pads = (row0 - top, top + height - row1, col0 - left, left + width - col1)
         valid = np.pad(~(s2_invalid | s1_invalid), ((pads[0], pads[1]), (pads[2], pads[3])))
         return reflect_pad(s2, *pads), reflect_pad(s1, *pads), valid
+
+
+class _TileReader:
+    """Cuts a block's tiles out of one read per row of tiles.
+
+    Reading (and, for S1, reprojecting) a whole row of tiles at once costs a fraction of one
+    read per tile: GDAL decompresses each source block once and sets up one warp, not one per
+    tile. Memory stays at one row of tiles across the block.
+    """
+
+    def __init__(self, scene: _Scene, tiles: list, tile: int):
+        self.scene, self.tile = scene, tile
+        self.cols_of_row = {}
+        for row, col in tiles:
+            self.cols_of_row.setdefault(row, []).append(col)
+        self.row, self.col0, self.strip = None, None, None
+
+    def read(self, row: int, col: int):
+        if row != self.row:
+            cols = self.cols_of_row[row]
+            self.row, self.col0 = row, min(cols)
+            self.strip = self.scene.read_region(row, self.col0, self.tile,
+                                                max(cols) + self.tile - self.col0)
+        cut = np.s_[..., col - self.col0:col - self.col0 + self.tile]
+        return tuple(array[cut] for array in self.strip)
 
 
 def _blocks(height: int, width: int):
@@ -207,13 +231,14 @@ def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_s
     any_invalid = False
     for (row0, col0, height, width), tiles in blocks:
         accumulator = BlendAccumulator(scene.s2.count + 1, row0, col0, height, width, grid.tile)
+        reader = _TileReader(scene, tiles, grid.tile)
         for start in range(0, len(tiles), batch_size):
             if is_cancelled():
                 raise Cancelled()
             batch = tiles[start:start + batch_size]
             s2_tiles, s1_tiles = [], []
             for row, col in batch:
-                s2, s1, valid = scene.read_tile(row, col, grid.tile)
+                s2, s1, valid = reader.read(row, col)
                 s2_tiles.append(s2)
                 s1_tiles.append(s1)
                 accumulator.mark_valid(valid, row, col)

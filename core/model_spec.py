@@ -239,16 +239,21 @@ def _canonical(raw) -> str:
 
 
 def load_spec(files: ModelFiles) -> ModelSpec:
-    """Read and validate the spec of a model; its ONNX and torch files must agree."""
-    raws = []
+    """Read and validate the spec of a model, from its ONNX file when it has one.
+
+    The ONNX spec is read without onnx, onnxruntime or torch and without the weights; a sibling
+    .pt is checked against it only when the torch backend opens it (`check_same_spec`), so an
+    ONNX run does not pay for importing torch.
+    """
     if files.onnx_path is not None:
-        raws.append((files.onnx_path, _spec_from_onnx(files.onnx_path)))
+        return validate_spec(_spec_from_onnx(files.onnx_path), str(files.onnx_path))
     if files.torch_path is not None:
-        raws.append((files.torch_path, read_checkpoint(files.torch_path)["spec"]))
-    if not raws:
-        raise UserError(f"The model '{files.name}' has no .onnx or .pt file; reinstall it.")
-    specs = [(path, validate_spec(raw, str(path))) for path, raw in raws]
-    if len(specs) == 2 and _canonical(specs[0][1].raw) != _canonical(specs[1][1].raw):
-        raise UserError(f"{specs[0][0]} and {specs[1][0]} carry different model specs; re-export "
+        return validate_spec(read_checkpoint(files.torch_path)["spec"], str(files.torch_path))
+    raise UserError(f"The model '{files.name}' has no .onnx or .pt file; reinstall it.")
+
+
+def check_same_spec(spec: ModelSpec, raw, path) -> None:
+    """A checkpoint must carry the spec the run was planned with (its ONNX sibling's)."""
+    if _canonical(spec.raw) != _canonical(raw):
+        raise UserError(f"{path} carries a different model spec from its ONNX file; re-export "
                         f"the ONNX file from the checkpoint with `sar-cloud-removal export`.")
-    return specs[0][1]

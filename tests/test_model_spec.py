@@ -12,6 +12,7 @@ from onnx import helper
 import tiny_models
 from sar_cloud_removal.core import model_spec
 from sar_cloud_removal.core.errors import UserError
+from sar_cloud_removal.core.backends import create_backend
 from sar_cloud_removal.core.model_spec import (DEFAULT_MODEL, S2_BANDS, SPEC_KEY, list_models,
                                                load_spec, make_spec, resolve_model, validate_spec)
 from sar_cloud_removal.core.onnx_metadata import read_metadata
@@ -159,11 +160,17 @@ def test_specs_are_read_from_onnx_and_torch_files(tmp_path):
 def test_onnx_and_torch_files_of_one_model_must_agree(tmp_path):
     tiny_models.identity_onnx(tmp_path / "m.onnx", tile_size=64)
     tiny_models.identity_torch(tmp_path / "m.pt", tile_size=64)
-    assert load_spec(resolve_model(tmp_path / "m.onnx")).tile_size == 64
+    files = resolve_model(tmp_path / "m.onnx")
+    spec = load_spec(files)
+    assert spec.tile_size == 64
+    create_backend(files, spec, backend="torch").close()
     tiny_models.identity_torch(tmp_path / "m.pt", tile_size=96)
-    with pytest.raises(UserError, match="carry different model specs") as caught:
-        load_spec(resolve_model(tmp_path / "m.onnx"))
+    spec = load_spec(resolve_model(tmp_path / "m.onnx"))   # the ONNX spec plans the run
+    assert spec.tile_size == 64
+    with pytest.raises(UserError, match="different model spec") as caught:
+        create_backend(files, spec, backend="torch")
     assert_one_sentence(str(caught.value))
+
 
 
 def test_corrupt_onnx_files_are_refused(tmp_path):
@@ -231,8 +238,10 @@ def test_torch_files_that_would_run_code_when_loaded_are_refused(tmp_path):
 
 
 def test_reading_an_onnx_spec_imports_no_runtime(tmp_path):
-    """The plugin zip ships onnxruntime only, and nothing heavy may load before a run starts."""
+    """The plugin zip ships onnxruntime only, and nothing heavy may load before a run starts,
+    not even when a .pt sibling is there to be checked (the torch backend does that)."""
     path = tiny_models.identity_onnx(tmp_path / "m.onnx")
+    tiny_models.identity_torch(tmp_path / "m.pt")
     code = ("import sys; import sar_cloud_removal.core.backends; "
             "from sar_cloud_removal.core.model_spec import load_spec, resolve_model; "
             "print(load_spec(resolve_model(sys.argv[1])).tile_size, "
