@@ -107,7 +107,7 @@ def run(args):
     result = remove_clouds(request, progress=bar)
     for message in result.messages:
         print(f"note: {message}", file=sys.stderr)
-    megapixels = result.width * result.height / 1e6
+    megapixels = result.megapixels
     print(f"Restored {megapixels:.2f} MP ({result.width}x{result.height} px) in "
           f"{result.seconds:.1f} s ({megapixels / max(result.seconds, 1e-9):.2f} MP/s) with "
           f"{result.model_name} on {result.backend}/{result.device}: {result.out_path}, "

@@ -35,6 +35,7 @@ BLOCK_SIZE = 2048
 # (1.8 GB peak instead of 1.0 GB on a 16 MP scene); every block is read about once, so a small
 # cache costs little speed. A process that already started GDAL (QGIS) keeps its own setting.
 GDAL_CACHE_MB = 128
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass
@@ -98,6 +99,9 @@ def _check_output_path(path: Path, what: str, inputs) -> None:
     if path.is_dir():
         raise UserError(f"The {what} path {path} is a folder; give a file name such as "
                         f"{path / 'restored.tif'}.")
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise UserError(f"The {what} path {path} must end in .tif, as the results are written "
+                        f"as GeoTIFF; name it like {path.with_suffix('.tif').name}.")
     if not path.parent.is_dir():
         raise UserError(f"The folder {path.parent} for the {what} does not exist (or is not a "
                         f"folder); create it or choose another path.")

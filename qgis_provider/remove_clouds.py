@@ -5,8 +5,6 @@ algorithm in a background thread, so this class only turns parameters into a `Re
 relays progress, cancel and errors; every check and all the work stay in `core.engine`, the code
 path the dock and the CLI share.
 """
-import os
-
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingLayerPostProcessorInterface,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
@@ -19,7 +17,6 @@ from ..ui.i18n import tr
 from ..ui.layers import file_path, style_gate, style_true_colour
 from ..ui.settings import DEVICES  # the engine's device names, in the DEVICE options' order
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
 class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
@@ -112,8 +109,10 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         from ..core.engine import RemovalRequest, remove_clouds
 
         aoi, aoi_crs = self._area_of_interest(parameters, context)
-        out_path = self._geotiff_output(parameters, self.OUTPUT, context)
-        gate_path = self._geotiff_output(parameters, self.GATE_OUTPUT, context)
+        # The engine refuses names other than .tif: the Toolbox only offers .tif, but
+        # qgis_process and scripts take any name.
+        out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        gate_path = self.parameterAsOutputLayer(parameters, self.GATE_OUTPUT, context)
         request = RemovalRequest(
             s2_path=self._raster_file(parameters, self.S2, "Sentinel-2", context),
             s1_path=self._raster_file(parameters, self.S1, "Sentinel-1", context),
@@ -147,16 +146,6 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(tr(
                 "The {} layer '{}' is not a raster file on disk; save it as a GeoTIFF "
                 "(Export > Save As…) and choose that file.").format(label, layer.name()))
-        return path
-
-    def _geotiff_output(self, parameters, name, context):
-        """The output path; other suffixes are refused, since the engine writes GeoTIFF whatever
-        the name says (the Toolbox only offers .tif, but qgis_process and scripts take any)."""
-        path = self.parameterAsOutputLayer(parameters, name, context)
-        if os.path.splitext(path)[1].lower() not in GEOTIFF_SUFFIXES:
-            raise QgsProcessingException(tr(
-                "The output {} must end in .tif, as the results are written as GeoTIFF."
-            ).format(path))
         return path
 
     def _area_of_interest(self, parameters, context):

@@ -76,6 +76,8 @@ def test_output_paths_that_cannot_be_written_or_would_overwrite_inputs(tmp_path,
     _refused(s2, s1, tmp_path / "missing" / "o.tif", model, "does not exist")
     _refused(s2, s1, s2.parent / "id.onnx" / "o.tif", model, "does not exist")
     _refused(s2, s1, tmp_path, model, "is a folder")
+    _refused(s2, s1, tmp_path / "o.img", model, r"must end in \.tif")
+    _refused(s2, s1, tmp_path / "o.tif", model, r"must end in \.tif", gate_path=str(tmp_path / "g"))
     _refused(s2, s1, tmp_path / ("a" * 300 + ".tif"), model, "cannot be used .*too long")
     _refused(s2, s1, s2, model, "is the S2 input")
     _refused(s2, s1, tmp_path / "o.tif", model, "is the S1 input", gate_path=str(s1))
