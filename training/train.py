@@ -96,6 +96,9 @@ class Distributed:
         import torch.distributed as dist
 
         if self.world > 1:
+            # Tear down together: a rank that closes its gloo connections while its peer is
+            # still inside the last collective makes the peer abort (SIGABRT), seen once in CI.
+            dist.barrier()
             dist.destroy_process_group()
 
 
