@@ -1,13 +1,11 @@
 """The Processing provider that puts the plugin's algorithm in the Toolbox, batch mode, the
 modeler and `qgis_process`."""
-from pathlib import Path
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..ui import ICON_PATH
 from .remove_clouds import RemoveCloudsAlgorithm
-
-ICON_PATH = Path(__file__).resolve().parents[1] / "icon.png"
 
 
 class SarCloudRemovalProvider(QgsProcessingProvider):

@@ -18,7 +18,6 @@ from ..ui.layers import file_path, style_gate, style_true_colour
 from ..ui.settings import DEVICES  # the engine's device names, in the DEVICE options' order
 
 
-
 class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     S2 = "S2"
     S1 = "S1"

@@ -23,10 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .package import PLUGIN_ID, REPO
 from .qgis_profile import enable_plugin, install_plugin
-
-PLUGIN_ID = "sar_cloud_removal"
-REPO = Path(__file__).resolve().parents[1]
 STARTUP = REPO / "tests" / "desktop_startup.py"
 SCREEN = "1920x1080x24"
 TOOLS = ("Xvfb", "qgis.bin", "import")

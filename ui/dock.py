@@ -177,7 +177,7 @@ class SarCloudRemovalDock(QgsDockWidget):
             remembered = DEFAULT_MODEL
         self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(remembered)))
         self.device_combo = QComboBox()
-        for label, value in ((tr("Auto"), "auto"), (tr("GPU (CUDA)"), "cuda"), (tr("CPU"), "cpu")):
+        for label, value in zip((tr("Auto"), tr("GPU (CUDA)"), tr("CPU")), settings.DEVICES):
             self.device_combo.addItem(label, value)
         self.device_combo.setToolTip(tr("Auto uses an NVIDIA GPU when one is usable and the CPU "
                                         "otherwise; the device actually used is shown below."))

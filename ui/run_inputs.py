@@ -10,11 +10,11 @@ from typing import Optional, Sequence, Tuple
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 
+from ..core.model_spec import MODEL_SUFFIXES
 from .i18n import tr
 from .layers import S1_BAND_COUNT, S2_BAND_COUNT, file_path, is_raster, overlap_in_s2_crs
 
 OUTPUT_SUFFIX = "_cloudfree"
-GATE_SUFFIX = "_gate"  # the engine's default gate name is "<out stem>_gate.tif"
 
 
 @dataclass
@@ -102,7 +102,7 @@ def input_problem(inputs: RunInputs, project: QgsProject,
     if not inputs.model:
         return tr("Choose a model file (.onnx or .pt).")
     model_suffix = os.path.splitext(inputs.model)[1].lower()
-    if model_suffix in (".onnx", ".pt") and not os.path.isfile(inputs.model):
+    if model_suffix in MODEL_SUFFIXES and not os.path.isfile(inputs.model):
         return tr("The model file {} does not exist; choose an existing .onnx or .pt "
                   "file.").format(inputs.model)
     if not is_writable_folder(inputs.output_dir):
@@ -117,12 +117,14 @@ def _safe_stem(name: str) -> str:
 
 def unique_output_paths(output_dir: str, s2_name: str) -> Tuple[str, str]:
     """Restored and gate paths in `output_dir` that overwrite nothing (…_2, …_3 when taken)."""
+    from ..core.engine import default_gate_path   # numpy + rasterio: only when a run starts
+
     base = _safe_stem(s2_name) + OUTPUT_SUFFIX
     number = 1
     while True:
         stem = base if number == 1 else f"{base}_{number}"
         restored = os.path.join(output_dir, stem + ".tif")
-        gate = os.path.join(output_dir, stem + GATE_SUFFIX + ".tif")
+        gate = str(default_gate_path(restored))
         if not (os.path.exists(restored) or os.path.exists(gate)):
             return restored, gate
         number += 1
