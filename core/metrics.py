@@ -13,6 +13,8 @@ import numpy as np
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
+# Metric names (as image_metrics and evaluate report them) where a larger value is better.
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "cloud_psnr", "cloud_ssim", "gate_auc"})
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 

@@ -22,7 +22,6 @@ import rasterio
 
 from .triplet import Triplet, scale_s1_db, scale_s2_dn
 
-SEASON_GROUPS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 
 # The official mono-temporal SEN12MS-CR split (Ebel et al.; as listed by UnCRtainTS and reused
 # by later work): scene numbers per season group.
@@ -57,7 +56,6 @@ _NESTED_SEED = re.compile(rf"^{_GROUP}_s1$")
 _NESTED_SCENE = re.compile(r"^s1_(\d+)$")
 _NESTED_FILE = re.compile(rf"^{_GROUP}_s1_(\d+)_p(\d+)\.tif$")
 _FLAT_FILE = re.compile(rf"^{_GROUP}_(\d+)_p?(\d+)\.tif$")
-_MODALITIES = ("s1", "s2", "s2_cloudy")
 
 
 def split_of(group: str, scene: int) -> Optional[str]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import UserError
+from ..core.metrics import HIGHER_IS_BETTER
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
@@ -222,7 +223,7 @@ class TrainingRun:
 
         from ..core.model_spec import read_checkpoint
         from ..models.losses import DynamicWeights, JointLoss
-        from ..models.registry import build
+        from ..models.registry import build, load_weights
 
         self.config, self.out = config, out
         self.dist = Distributed()
@@ -238,7 +239,8 @@ class TrainingRun:
             if not init.is_file():
                 raise UserError(f"The starting checkpoint {init} ('init') does not exist; run "
                                 f"the stage that writes it first, or fix the path.")
-            self.model.load_state_dict(read_checkpoint(init)["state_dict"])
+            load_weights(self.model, read_checkpoint(init)["state_dict"], init,
+                         config["model"]["architecture"])
         self.model.to(self.dist.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config["lr"],
                                            weight_decay=config["weight_decay"])
@@ -260,13 +262,14 @@ class TrainingRun:
 
     def _restore(self) -> None:
         from ..core.model_spec import read_checkpoint
+        from ..models.registry import load_weights
 
         latest = self.out / "latest.pt"
         if not latest.is_file():
             raise UserError(f"There is no checkpoint to resume in {self.out}; drop --resume to "
                             f"start a new run.")
         state = read_checkpoint(latest)
-        self.model.load_state_dict(state["state_dict"])
+        load_weights(self.model, state["state_dict"], latest, self.config["model"]["architecture"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
@@ -295,7 +298,7 @@ class TrainingRun:
                         **{f"baseline_{k}": v for k, v in means["cloudy_input"].items()}})
         key = self.config["selection_metric"]
         value, previous = means["model"][key], self.best["value"]
-        higher_is_better = key in ("psnr", "ssim", "gate_auc")
+        higher_is_better = key in HIGHER_IS_BETTER
         if previous is None or (value > previous if higher_is_better else value < previous):
             self.best = {"step": self.step, "value": value, "means": means}
             save_checkpoint(self.model, self.spec, self.out / "best.pt")
@@ -319,7 +322,9 @@ class TrainingRun:
 
     def _out_of_time(self, started: float) -> bool:
         minutes = self.config["max_minutes"]
-        late = minutes is not None and time.perf_counter() - started > 60 * minutes
+        if minutes is None:   # the same config on every rank: no need to ask the others
+            return False
+        late = time.perf_counter() - started > 60 * minutes
         return any(self.dist.gather(late))   # every rank must stop at the same step
 
     def run(self) -> dict:
