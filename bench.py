@@ -17,9 +17,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .core.backends import BACKENDS, DEVICES
 from .core.errors import UserError
 
-BENCH_BACKENDS = ("onnxruntime", "torch")
+BENCH_BACKENDS = tuple(name for name in BACKENDS if name != "auto")
 SCENE_SEED = 11
 _COMPLETE = "complete"          # marker file: the cached scene was written to the end
 _MIN_MODEL_BATCHES = 3
@@ -32,7 +33,7 @@ def add_arguments(parser):
                         help="backends to measure (default: %(default)s)")
     parser.add_argument("--model", default="default", metavar="NAME|PATH",
                         help="model to run (default: %(default)s)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--tile", type=int, metavar="N", help="tile size (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per inference call (default: %(default)s)")

@@ -6,6 +6,7 @@ all checks and all work happen in `core.engine`, the same code path the QGIS fac
 import sys
 import time
 
+from .core.backends import BACKENDS, DEVICES
 from .core.errors import UserError
 
 
@@ -22,8 +23,8 @@ def add_arguments(parser):
                              "coordinates in the S2 CRS unless a CRS is given")
     parser.add_argument("--model", default="default", metavar="NAME|PATH",
                         help="a shipped model name or a .onnx/.pt file (default: %(default)s)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--tile", type=int, metavar="N", help="tile size in pixels (default: the model's)")
     parser.add_argument("--overlap", type=int, metavar="N",
                         help="tile overlap in pixels (default: the model's)")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from . import cli
+from .core.backends import BACKENDS
 from .quicklook import write_quicklook
 from .synthetic.scene import write_scene
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="side of the generated S2 scene in 10 m pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="scene seed (default: %(default)s)")
     parser.add_argument("--model", default="default", help="model name or file (default: %(default)s)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     return parser
 
 

@@ -14,7 +14,6 @@ import numpy as np
 from .noise import fractal_noise
 
 WATER, VEGETATION, BARE_SOIL, URBAN, SNOW = range(5)
-CLASS_NAMES = ("water", "vegetation", "bare soil", "urban", "snow")
 
 # Top-of-atmosphere L1C reflectance per class, bands B1 ... B12 (B10 sees almost no ground).
 S2_SPECTRA = np.array([
