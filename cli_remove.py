@@ -34,6 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per inference call (default: %(default)s)")
+    parser.add_argument("--raw-network", action="store_true",
+                        help="write the network's output everywhere instead of keeping the "
+                             "clear pixels of the input unchanged (for benchmarking the network)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,7 +94,7 @@ def run(args):
         s2_path=args.s2, s1_path=args.s1, out_path=args.out, gate_path=args.gate,
         aoi=aoi, aoi_crs=aoi_crs, model=args.model, backend=args.backend, device=args.device,
         tile_size=args.tile, overlap=args.overlap, s2_offset=args.s2_offset,
-        threads=args.threads, batch_size=args.batch_size)
+        threads=args.threads, batch_size=args.batch_size, raw_network=args.raw_network)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     result = remove_clouds(request, progress=bar)
     for message in result.messages:

@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from .backends import create_backend
 from .errors import Cancelled, UserError
 from .geotiff import OutputPair
+from .keep_clear import keep_clear, keep_weight
 from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, spread_sample
 from .model_spec import load_spec, resolve_model
 from .sensors import (denormalise_s2, is_linear_power, normalise_s1, normalise_s2,
@@ -55,6 +56,7 @@ class RemovalRequest:
     s2_offset: object = "auto"
     threads: Optional[int] = None
     batch_size: int = 4
+    raw_network: bool = False
 
 
 @dataclass
@@ -170,6 +172,13 @@ class _Scene:
     s1_linear: bool
     s2_scale: float
     s1_db_range: tuple
+    raw_network: bool = False
+
+    def read_original(self, window: Window) -> np.ndarray:
+        """The S2 DN of `window` (relative to the output) as stored, for keeping clear pixels."""
+        return self.s2.read(window=Window(self.window.col_off + window.col_off,
+                                          self.window.row_off + window.row_off,
+                                          window.width, window.height))
 
     def read_region(self, row: int, col: int, height: int, width: int):
         """Model inputs for a region at output offset (row, col), and which pixels are valid.
@@ -251,19 +260,29 @@ def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_s
                 accumulator.add(np.concatenate([tile_restored, tile_gate]), row, col)
             done += len(batch)
             progress(done / total, f"tile {done} of {total}")
-        out, gate = _block_outputs(scene, accumulator.result(), accumulator.valid)
+        window = Window(col0, row0, width, height)
+        out, gate = _block_outputs(scene, accumulator.result(), accumulator.valid,
+                                   None if scene.raw_network else scene.read_original(window))
         any_invalid |= not accumulator.valid.all()
-        writer.write(Window(col0, row0, width, height), out, gate)
+        writer.write(window, out, gate)
     return any_invalid
 
 
-def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray):
-    """A blended block (restored bands, then the gate) -> S2 DN and gate, with nodata filled in."""
+def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
+                   original: Optional[np.ndarray] = None):
+    """A blended block (restored bands, then the gate) -> S2 DN and gate, with nodata filled in.
+
+    With the block's `original` S2 DN, clear pixels are kept (core.keep_clear): where the gate
+    is confident the sky is clear the input pixel is written unchanged.
+    """
     dtype, nodata = np.dtype(scene.s2.dtypes[0]), scene.s2.nodata
     out = np.empty(blended[:-1].shape, dtype)
+    gate = np.clip(blended[-1:], 0, 1)
+    weight = None if original is None else keep_weight(gate[0])
     for band, values in enumerate(blended[:-1]):   # band by band: no whole-block float copy
         out[band] = denormalise_s2(values, scene.offset, dtype, scene.s2_scale)
-    gate = np.clip(blended[-1:], 0, 1)
+        if weight is not None:
+            out[band] = keep_clear(out[band], original[band], weight)
     if nodata is not None and dtype.kind in "iu":
         # A valid pixel must not read as nodata: move it one DN away.
         out[out == nodata] = nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
@@ -329,7 +348,8 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         writer = stack.enter_context(OutputPair(
             out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
             height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
-        scene = _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range)
+        scene = _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range,
+                       request.raw_network)
         any_invalid = _restore(scene, grid, backend, writer, request.batch_size, progress,
                                is_cancelled)
         messages += backend.messages   # read after the run: a GPU fallback may happen midway
@@ -337,6 +357,9 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         if any_invalid:
             messages.append(f"Pixels without valid S1 or S2 data are written as nodata "
                             f"({restored_nodata}).")
+        if request.raw_network:
+            messages.append("Wrote the network's output everywhere (raw network): clear pixels "
+                            "were not kept.")
         writer.commit(restored_nodata if any_invalid and s2.nodata is None else None)
         backend_name, device = backend.name, backend.device
     progress(1.0, "done")

@@ -6,7 +6,12 @@
     s1 ─ SAR encoder ───── s1..sD ─┴ bottleneck fusion ─────┘   │                      │
                                      (one per level 1..D)       └─ local–global gate g │
     s2 ─ 3×3 Dirac skip ─────────────────────────────────────────────────────────────────┤
-                                    restored = g · skip(s2) + (1 − g) · reconstruction
+                                    restored = w(g) · skip(s2) + (1 − w(g)) · reconstruction
+
+The gate g is the calibrated clear-sky confidence (trained against cloud masks); the blend weight
+w(g) is g stretched so that it reaches exactly 0 and 1 (`blend_weight`): under opaque cloud the
+optical path is shut completely, and the output there is the reconstruction alone, never a dimmed
+copy of the cloud.
 
 The two streams never mix before the bottleneck fusion, and SAR never enters at full resolution,
 where its speckle is strongest. The paper publishes no widths or depths; the defaults are sized
@@ -28,6 +33,15 @@ _LOGVAR_INIT = -4.0
 # The gate starts mostly open (sigmoid(2) ≈ 0.88) so that, with the Dirac skip, an untrained
 # network already passes clear pixels through and training only has to learn where to close it.
 _GATE_INIT_LOGIT = 2.0
+# Gate values at or below GATE_SHUT give blend weight 0 (optical path shut), at or above
+# GATE_OPEN weight 1; linear in between. A sigmoid never reaches either end by itself.
+GATE_SHUT = 0.05
+GATE_OPEN = 0.95
+
+
+def blend_weight(gate: torch.Tensor) -> torch.Tensor:
+    """The optical skip's share of the output for a gate value: exactly 0 under opaque cloud."""
+    return ((gate - GATE_SHUT) / (GATE_OPEN - GATE_SHUT)).clamp(0.0, 1.0)
 
 
 class Encoder(nn.Module):
@@ -173,7 +187,10 @@ class IBHFN(nn.Module):
         passthrough = self.skip(s2)
         if self.gate is None:
             restored, gate = passthrough + reconstruction, torch.ones_like(s2[:, :1])
+            reconstruction = None
         else:
             gate = self.gate(x, deep)
-            restored = gate * passthrough + (1.0 - gate) * reconstruction
-        return NetworkOutput(restored=restored, gate=gate, kl=torch.stack(kls).mean())
+            weight = blend_weight(gate)
+            restored = weight * passthrough + (1.0 - weight) * reconstruction
+        return NetworkOutput(restored=restored, gate=gate, kl=torch.stack(kls).mean(),
+                             reconstruction=reconstruction)

@@ -1,5 +1,13 @@
 """IB-HFN's joint loss (SPEC §5): reconstruction (L1), structure (SSIM), spectral fidelity (SAM),
-contrastive sharpness and the bottleneck KL, balanced over training by a dynamic schedule.
+contrastive sharpness and the bottleneck KL, balanced over training by a dynamic schedule; plus
+the two terms that make the gate and the reconstruction mean what they say:
+
+- "gate": binary cross-entropy of the gate against the clear-sky target of each pixel (1 = clear,
+  0 = needs restoring), from the exact masks of simulated clouds or the real cloud masks. Without
+  it nothing tells the gate to close, and it stays mostly open under thick cloud.
+- "reconstruction": L1 of the reconstruction branch alone (the output with the optical path shut)
+  against the target, weighted up under cloud. The blended output can hide a poor
+  reconstruction behind a half-open gate; this term cannot be hidden from.
 
 All images are N×C×H×W on the [0, 1] network scale. SSIM uses the metric's exact definition
 (core/metrics.py: 11-px Gaussian window, σ 1.5, C1 = 0.01², C2 = 0.03², zero padding), so the
@@ -116,6 +124,8 @@ class DynamicWeights:
     sam: float = 0.1
     sharpness: float = 0.05
     kl: float = 0.01
+    gate: float = 0.5
+    reconstruction: float = 0.5
     kl_warmup_steps: int = 1000
     settle_steps: int = 300
     ramp_steps: int = 700
@@ -124,14 +134,35 @@ class DynamicWeights:
         structure = _ramp(step, self.settle_steps, self.ramp_steps)
         return {"l1": self.l1, "ssim": self.ssim * structure, "sam": self.sam * structure,
                 "sharpness": self.sharpness * structure,
-                "kl": self.kl * _ramp(step, 0, self.kl_warmup_steps)}
+                "kl": self.kl * _ramp(step, 0, self.kl_warmup_steps),
+                "gate": self.gate, "reconstruction": self.reconstruction}
+
+
+# Under cloud the reconstruction is all the output has; its error there counts this much more.
+CLOUD_RECONSTRUCTION_WEIGHT = 3.0
+_PROBABILITY_EPS = 1e-6
+
+
+def gate_loss(gate: torch.Tensor, clear: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of an N×1×H×W gate against the N×H×W clear-sky target in [0, 1]."""
+    return F.binary_cross_entropy(gate[:, 0].clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS),
+                                  clear)
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor,
+                        clear: torch.Tensor) -> torch.Tensor:
+    """Mean L1 of the reconstruction, each pixel weighted 1 + CLOUD_RECONSTRUCTION_WEIGHT·cloud."""
+    weight = 1.0 + CLOUD_RECONSTRUCTION_WEIGHT * (1.0 - clear)[:, None]
+    return ((reconstruction - target).abs() * weight).mean() / weight.mean()
 
 
 class JointLoss(nn.Module):
     """total = Σ weight(step) · term; returns (total, {term: detached value}).
 
     The terms are the quantities minimised: "l1", "ssim" (= 1 − SSIM), "sam" (radians),
-    "sharpness" and "kl"; `weights.at(step)` uses the same keys.
+    "sharpness", "kl", and, when the clear-sky target `clear` (N×H×W, 1 = clear) is given,
+    "gate" and "reconstruction" (the latter for networks that return one); `weights.at(step)`
+    uses the same keys.
     """
 
     def __init__(self, weights: DynamicWeights = DynamicWeights()):
@@ -139,12 +170,17 @@ class JointLoss(nn.Module):
         self.weights = weights
 
     def forward(self, output: NetworkOutput, target: torch.Tensor, cloudy: torch.Tensor,
-                step: int):
+                step: int, clear: torch.Tensor = None):
         restored = output.restored
         terms = {"l1": l1_loss(restored, target), "ssim": 1.0 - ssim(restored, target),
                  "sam": spectral_angle(restored, target),
                  "sharpness": contrastive_sharpness(restored, target, cloudy),
                  "kl": output.kl}
+        if clear is not None:
+            terms["gate"] = gate_loss(output.gate, clear)
+            if output.reconstruction is not None:
+                terms["reconstruction"] = reconstruction_loss(output.reconstruction, target,
+                                                              clear)
         weights = self.weights.at(step)
         total = sum(weights[name] * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}

@@ -1,6 +1,6 @@
 """What goes into and comes out of every network in the registry, so training, export and the
 engine need no per-architecture code."""
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -21,10 +21,14 @@ class NetworkOutput(NamedTuple):
     gate: N×1×H×W in [0, 1], 1 = clear sky (the optical input passes through), 0 = reconstructed
         from SAR. Networks without a gate return ones (see docs/ARCHITECTURE.md).
     kl: scalar KL divergence of the information bottleneck; exactly 0 without one.
+    reconstruction: N×13×H×W, what the network would output with the optical path shut (gate 0),
+        for the loss that makes it a reconstruction in its own right; None for networks that do
+        not blend one in.
     """
     restored: torch.Tensor
     gate: torch.Tensor
     kl: torch.Tensor
+    reconstruction: Optional[torch.Tensor] = None
 
 
 class EngineOutputs(nn.Module):

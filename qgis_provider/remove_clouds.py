@@ -7,7 +7,8 @@ path the dock and the CLI share.
 """
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingLayerPostProcessorInterface,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum,
                        QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsRasterLayer)
@@ -26,6 +27,7 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
+    RAW_NETWORK = "RAW_NETWORK"
     OUTPUT = "OUTPUT"
     GATE_OUTPUT = "GATE_OUTPUT"
 
@@ -62,7 +64,9 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             "Device: Auto uses a CUDA GPU when one is available and the CPU otherwise; "
             "the log says which one ran.\n"
             "Tile size / overlap (advanced): leave empty for the model's own values; a "
-            "smaller tile needs less memory.\n\n"
+            "smaller tile needs less memory.\n"
+            "Raw network output (advanced): write the network's output everywhere; by "
+            "default the pixels the gate finds clear are written unchanged from the input.\n\n"
             "Outputs: the restored 13-band image on the Sentinel-2 grid, in the input's units, "
             "and a gate-confidence layer (1 = clear sky, the optical signal passes through; "
             "0 = reconstructed from SAR). Both are GeoTIFF files.")
@@ -93,6 +97,9 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         self._add_advanced(QgsProcessingParameterNumber(
             self.OVERLAP, tr("Tile overlap in pixels (empty: the model's)"),
             type=QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
+        self._add_advanced(QgsProcessingParameterBoolean(
+            self.RAW_NETWORK, tr("Raw network output (do not keep clear pixels unchanged)"),
+            defaultValue=False))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, tr("Restored Sentinel-2")))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -119,7 +126,8 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             model=self.parameterAsFile(parameters, self.MODEL, context) or "default",
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
-            overlap=self._optional_int(parameters, self.OVERLAP, context))
+            overlap=self._optional_int(parameters, self.OVERLAP, context),
+            raw_network=self.parameterAsBoolean(parameters, self.RAW_NETWORK, context))
         try:
             result = remove_clouds(request, progress=ProgressRelay(feedback),
                                    is_cancelled=feedback.isCanceled)

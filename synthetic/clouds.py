@@ -168,6 +168,20 @@ class CloudField:
                            shadow=shadow.astype(np.float32))
 
 
+# How fast the gate's target falls with cloud opacity: (transmittance)^4 is 0.66 at 10 %
+# opacity and 0.06 at 50 %. A pixel whose haze the output must remove is not "clear", however
+# much ground shows through: the gate routes it to the restoration, which still sees the optical
+# input through the decoder.
+CLEAR_TARGET_EXPONENT = 4.0
+
+
+def clear_sky_target(sample: CloudSample) -> np.ndarray:
+    """The gate's training target for a simulated sample: 1 where untouched, towards 0 under
+    cloud and shadow (H x W float32)."""
+    transmittance = (1.0 - sample.cloud) * (1.0 - sample.shadow)
+    return np.power(np.clip(transmittance, 0.0, 1.0), CLEAR_TARGET_EXPONENT).astype(np.float32)
+
+
 def _threshold(noise: np.ndarray, coverage: float) -> float:
     """Noise level above which a `coverage` fraction of the pixels lies (all of them at 1)."""
     if coverage >= 1.0:

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..synthetic.clouds import simulate_clouds
+from ..synthetic.clouds import clear_sky_target, simulate_clouds
 from .augment import crop, random_dihedral, random_window
+from .regions import cloud_mask_of
 from .triplet import ClearPair
 
 # A crop must be (nearly) all valid pixels; a few redraws find one in any of our scenes.
@@ -38,7 +39,8 @@ class SyntheticClouds:
         s1, s2 = random_dihedral([s1, s2], rng)
         sample = simulate_clouds(s2, rng, kind=self.kind)
         # the engine clips inputs to [0, 1]; bright simulated cloud must look the same
-        return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2}
+        return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2,
+                "clear": clear_sky_target(sample)}
 
 
 class RealTriplets:
@@ -52,8 +54,31 @@ class RealTriplets:
     def draw(self, rng: np.random.Generator, size: int) -> dict:
         t = self.triplets[rng.integers(len(self.triplets))]
         row, col = random_window(rng, *t.target.shape[-2:], size)
-        s1, s2, target = random_dihedral(crop([t.s1, t.cloudy, t.target], row, col, size), rng)
-        return {"s2": s2, "s1": s1, "target": target}
+        s1, s2, target, mask = random_dihedral(
+            crop([t.s1, t.cloudy, t.target, cloud_mask_of(t)], row, col, size), rng)
+        return {"s2": s2, "s1": s1, "target": target, "clear": 1.0 - mask}
+
+
+# Coverages of the fixed simulated selection scenes: every held-out pair is shown under each.
+SELECTION_COVERAGES = (0.3, 0.6, 0.9)
+
+
+def simulated_triplets(pairs, seed: int = 0) -> list:
+    """Fixed cloudy versions of held-out clear pairs, for choosing checkpoints: the same clouds
+    at every validation, with their exact masks and regions."""
+    from .regions import CLEAR, simulated_regions
+    from .triplet import Triplet
+
+    triplets = []
+    for index, pair in enumerate(pairs):
+        for coverage in SELECTION_COVERAGES:
+            rng = np.random.default_rng([seed, index, int(coverage * 100)])
+            sample = simulate_clouds(pair.s2, rng, kind="mixed", coverage=coverage)
+            regions = simulated_regions(sample.cloud, sample.shadow)
+            triplets.append(Triplet(name=f"{pair.name}@{coverage:.1f}", s1=pair.s1,
+                                    cloudy=np.clip(sample.cloudy, 0.0, 1.0), target=pair.s2,
+                                    cloud_mask=regions != CLEAR, regions=regions))
+    return triplets
 
 
 def as_clear_pair(triplet) -> ClearPair:
@@ -64,7 +89,8 @@ def as_clear_pair(triplet) -> ClearPair:
 
 class MixedDataset(Dataset):
     """`length` random examples per epoch from weighted sources; items are dicts of float32
-    tensors `s2` (13×S×S), `s1` (2×S×S) and `target` (13×S×S)."""
+    tensors `s2` (13×S×S), `s1` (2×S×S), `target` (13×S×S) and `clear` (S×S, the gate's
+    target: 1 = clear sky, 0 = to be restored)."""
 
     def __init__(self, sources, weights, crop_size: int, length: int, seed: int = 0):
         if len(sources) != len(weights) or not sources or min(weights) < 0 or sum(weights) <= 0:

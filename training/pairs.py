@@ -15,16 +15,30 @@ Each source ships its pairs differently; everything is brought to one shape here
   bottom-of-atmosphere reflectance, darker than L1C mainly in B1-B4; we accept that bias for
   six small extra scenes rather than invent an inverse atmospheric correction.
 
+- BigEarthNet from ConfigILM (bigearthnet_configilm/benv1, benv2): 54 more L2A pairs, one
+  single-band GeoTIFF per band and per polarisation, with no CRS or transform (the arrays are
+  already co-registered on a 120² 10 m grid). Pairs the shared summary flags as cloud or snow
+  are left out.
+
+All BigEarthNet pairs are L2A. Feeding bottom-of-atmosphere targets to a top-of-atmosphere
+network would teach it to darken the blue bands under every cloud, so they are brought roughly
+to L1C: each band gains the clear-sky path reflectance measured as the 1st percentile of the
+L1C references here (`L1C_PATH_REFLECTANCE`, a dark-object estimate), and B9, which L2A
+corrects for water vapour, is scaled back by the L1C median ratio B9/B8A (0.29). This is an
+approximation of an inverse atmospheric correction, not one; it removes the bulk of the bias.
+
 Scenes bright throughout (median B2 reflectance above 0.35: snow fields or cloud, e.g. TerraMind
 609U_541L_3_0) are left out: a "clear" reference that is itself white would teach the network that
 clouds are ground.
 """
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from ..core.grid import S1OnS2Grid
@@ -34,6 +48,13 @@ from .triplet import ClearPair, scale_s1_db, scale_s2_dn
 S2_BAND_NAMES = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
                  "B11", "B12")
 CLEAR_SKY_B10_DN = 12
+# Per band (B1..B12), reflectance: the 1st percentile of every clear L1C reference here
+# (TerraMind, dsen2cr_dsp, Sen1Floods11, packed targets), i.e. the path reflectance a dark
+# object shows at the top of the atmosphere. B10 is set separately (CLEAR_SKY_B10_DN).
+L1C_PATH_REFLECTANCE = np.array([0.104, 0.077, 0.052, 0.030, 0.026, 0.023, 0.021, 0.017, 0.016,
+                                 0.007, 0.0, 0.004, 0.002], np.float32)
+L1C_B9_OVER_B8A = 0.29
+_B8A, _B9 = 8, 9
 MAX_MEDIAN_B2 = 0.35
 _B2 = 1
 
@@ -81,25 +102,70 @@ def read_sen1floods11(folder: Path) -> list:
     return pairs
 
 
+def _l2a_bands(paths_of_band, shape) -> np.ndarray:
+    """The 13 bands in DN on a `shape` grid (20/60 m upsampled bilinearly; B10 synthesised)."""
+    return np.stack([np.full(shape, CLEAR_SKY_B10_DN, np.float32) if band == "B10"
+                     else _read_band(paths_of_band(band), shape) for band in S2_BAND_NAMES])
+
+
 def _bigearthnet_pair(s1_dir: Path, s2_dir: Path) -> ClearPair:
     stem = s2_dir.name
     with rasterio.open(s2_dir / f"{stem}_B02.tif") as grid:
         shape = (grid.height, grid.width)
-        bands = []
-        for band in S2_BAND_NAMES:
-            path = s2_dir / f"{stem}_{band}.tif"
-            if band == "B10":
-                bands.append(np.full(shape, CLEAR_SKY_B10_DN, np.float32))
-                continue
-            with rasterio.open(path) as src:
-                bands.append(src.read(1, out_shape=shape,
-                                      resampling=Resampling.bilinear))
+        bands = _l2a_bands(lambda band: s2_dir / f"{stem}_{band}.tif", shape)
         s1 = []
         for pol in ("VV", "VH"):
             with rasterio.open(s1_dir / f"{s1_dir.name}_{pol}.tif") as src, \
                     S1OnS2Grid(src, grid) as aligned:
                 s1.append(aligned.read(Window(0, 0, grid.width, grid.height))[0])
-    return make_pair(f"bigearthnet/{stem}", np.stack(s1), np.stack(bands).astype(np.float32))
+    return make_pair(f"bigearthnet/{stem}", np.stack(s1), l2a_as_l1c(bands))
+
+
+def l2a_as_l1c(dn: np.ndarray) -> np.ndarray:
+    """13 L2A bands in DN (B10 already filled) -> approximate L1C DN; see the module docstring."""
+    dn = dn.astype(np.float32).copy()
+    dn[_B9] = L1C_B9_OVER_B8A * dn[_B8A]
+    return dn + 10000.0 * L1C_PATH_REFLECTANCE[:, None, None]
+
+
+def _read_band(path: Path, shape) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1, out_shape=shape, resampling=Resampling.bilinear).astype(np.float32)
+
+
+def _configilm_flags(folder: Path) -> set:
+    """Names of the pairs the shared summary flags as cloud or snow."""
+    import csv
+
+    summary = folder / "pairs_summary.csv"
+    if not summary.is_file():
+        return set()
+    with summary.open() as f:
+        return {row["s2"] for row in csv.DictReader(f)
+                if "True" in (row.get("cloud_flag"), row.get("snow_flag"))}
+
+
+def read_bigearthnet_configilm(folder: Path) -> list:
+    """The ConfigILM BigEarthNet pairs: one folder each, *_B01.tif … *_B12.tif, *_VV/VH.tif."""
+    flagged = _configilm_flags(folder)
+    pairs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for pair_dir in sorted(folder.glob("benv*/*/")):
+            if pair_dir.name in flagged:
+                continue
+            vv = sorted(pair_dir.glob("*_VV.tif"))
+            vh = sorted(pair_dir.glob("*_VH.tif"))
+            b02 = sorted(pair_dir.glob("*_B02.tif"))
+            if not (vv and vh and b02):
+                continue
+            with rasterio.open(b02[0]) as grid:
+                shape = (grid.height, grid.width)
+            bands = _l2a_bands(lambda band: next(pair_dir.glob(f"*_{band}.tif")), shape)
+            s1 = np.stack([_read_band(vv[0], shape), _read_band(vh[0], shape)])
+            pairs.append(make_pair(f"bigearthnet_configilm/{pair_dir.parent.name}/"
+                                   f"{pair_dir.name}", s1, l2a_as_l1c(bands)))
+    return pairs
 
 
 def read_bigearthnet(folder: Path) -> list:
@@ -118,6 +184,7 @@ SOURCES = {
     "sen1floods11": ("sen1floods11_sample", read_sen1floods11),
     "dsen2cr_dsp": ("sen12mscr_partial/dsen2cr_dsp", read_dsen2cr_dsp),
     "bigearthnet": ("bigearthnet_example", read_bigearthnet),
+    "bigearthnet_configilm": ("bigearthnet_configilm", read_bigearthnet_configilm),
 }
 
 

@@ -28,8 +28,8 @@ DEFAULTS = {
     "model": {"architecture": "ibhfn", "config": {}},
     "data": {"root": None, "pair_sources": ["terramind", "sen1floods11", "dsen2cr_dsp",
                                             "bigearthnet"],
-             "packed": "sen12mscr/packed", "holdout_packed": [],
-             "validation_folders": ["sen12mscr"],
+             "packed": "sen12mscr/packed", "holdout_packed": [], "selection_packed": [],
+             "selection_pairs": [], "validation_folders": ["sen12mscr"],
              "synthetic_weight": 1.0, "real_weight": 0.0,
              "clouds_over_packed_targets": True, "cloud_kind": "mixed"},
     "loss": {}, "loss_step_offset": 0,
@@ -105,7 +105,8 @@ class Distributed:
 
 def build_data(config: dict):
     """(training dataset, validation triplets) as the config's data block describes."""
-    from .dataset import MixedDataset, RealTriplets, SyntheticClouds, as_clear_pair
+    from .dataset import (MixedDataset, RealTriplets, SyntheticClouds, as_clear_pair,
+                          simulated_triplets)
     from .evaluate import load_triplets
     from .packed import find_packed, read_packed
     from .pairs import load_clear_pairs
@@ -121,14 +122,25 @@ def build_data(config: dict):
     if holdout - set(packed_ids):
         raise UserError(f"Held-out packed ids {sorted(holdout - set(packed_ids))} are not in "
                         f"{packed_dir}; fix data.holdout_packed.")
+    # holdout_packed never trains; of those, selection_packed choose checkpoints (the rest are
+    # the report scenes, which nothing in training sees).
     train_real = [read_packed(packed_dir, i) for i in packed_ids if i not in holdout]
-    validation = [read_packed(packed_dir, i) for i in packed_ids if i in holdout]
+    selection = {str(i) for i in data["selection_packed"]}
+    if selection - holdout:
+        raise UserError(f"Selection packed ids {sorted(selection - holdout)} are not held out; "
+                        f"add them to data.holdout_packed.")
+    validation = [read_packed(packed_dir, i) for i in packed_ids if i in selection]
     for folder in data["validation_folders"]:
         validation += load_triplets(root / folder)
 
     sources, weights = [], []
+    if data["synthetic_weight"] > 0 or data["selection_pairs"]:
+        all_pairs = load_clear_pairs(root, data["pair_sources"])
+        held = tuple(data["selection_pairs"])
+        pairs = [p for p in all_pairs if not (held and p.name.startswith(held))]
+        validation += simulated_triplets([p for p in all_pairs if held and p.name.startswith(held)],
+                                         config["seed"])
     if data["synthetic_weight"] > 0:
-        pairs = load_clear_pairs(root, data["pair_sources"])
         if data["clouds_over_packed_targets"]:
             pairs += [as_clear_pair(t) for t in train_real]
         small = [p.name for p in pairs if min(p.valid.shape) < config["crop"]]
@@ -160,15 +172,19 @@ def weights_digest(model) -> str:
 
 def validate(model, triplets, size_multiple: int) -> dict:
     """Mean protocol metrics of the model and the cloudy input over whole held-out scenes."""
+    import numpy as np
     import torch
 
+    from ..core.keep_clear import keep_clear, keep_weight
     from .evaluate import score_triplet, summarise
 
     device = next(model.parameters()).device
 
     def predict(s2, s1):
         out = model(torch.from_numpy(s2).to(device), torch.from_numpy(s1).to(device))
-        return out.restored.cpu().numpy(), out.gate.cpu().numpy()
+        gate = out.gate.cpu().numpy()
+        restored = np.clip(out.restored.cpu().numpy(), 0.0, 1.0)
+        return keep_clear(restored, s2, keep_weight(gate[:, 0])[:, None]), gate
 
     model.eval()
     with torch.no_grad():
@@ -307,9 +323,11 @@ class TrainingRun:
         """One optimiser step; returns the loss terms as floats."""
         import torch
 
-        s2, s1, target = (batch[k].to(self.dist.device) for k in ("s2", "s1", "target"))
+        s2, s1, target, clear = (batch[k].to(self.dist.device)
+                                 for k in ("s2", "s1", "target", "clear"))
         output = self.network(s2, s1)
-        total, terms = self.loss(output, target, s2, self.step + self.config["loss_step_offset"])
+        total, terms = self.loss(output, target, s2, self.step + self.config["loss_step_offset"],
+                                 clear)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),

@@ -19,6 +19,7 @@ class Triplet:
     cloudy: np.ndarray            # 13×H×W float32, L1C reflectance clipped to [0, 1]
     target: np.ndarray            # 13×H×W float32, the cloud-free reference
     cloud_mask: Optional[np.ndarray] = None   # H×W bool, True = cloud; None when unknown
+    regions: Optional[np.ndarray] = None      # H×W clear/thin/thick codes where known exactly
 
 
 @dataclass

@@ -18,6 +18,7 @@ from qgis.gui import (
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QFrame,
@@ -210,8 +211,13 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.overlap_spin.setValue(-1)
         self.overlap_spin.setToolTip(tr("Pixels shared by neighbouring tiles, blended to hide "
                                         "seams."))
+        self.raw_network_check = QCheckBox(tr("Raw network output"))
+        self.raw_network_check.setToolTip(tr(
+            "Write the network's output everywhere. By default the pixels the gate finds clear "
+            "are copied unchanged from the input: they are that date's observation."))
         form.addRow(tr("Tile size"), self.tile_spin)
         form.addRow(tr("Tile overlap"), self.overlap_spin)
+        form.addRow("", self.raw_network_check)
         return box
 
     def _build_output(self) -> QWidget:
@@ -262,7 +268,8 @@ class SarCloudRemovalDock(QgsDockWidget):
             aoi=self.aoi_box.outputExtent(), model=model,
             device=self.device_combo.currentData(),
             tile_size=self.tile_spin.value() or None,
-            overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value())
+            overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
+            raw_network=self.raw_network_check.isChecked())
 
     def prefill(self, s2: Optional[QgsRasterLayer], s1: Optional[QgsRasterLayer]) -> None:
         """Show the layers a one-click run was asked for, so the user only fixes what is wrong."""

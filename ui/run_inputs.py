@@ -27,6 +27,7 @@ class RunInputs:
     device: str = "auto"                # auto | cuda | cpu
     tile_size: Optional[int] = None     # None = the model's own value
     overlap: Optional[int] = None
+    raw_network: bool = False           # True: write the network's output over clear pixels too
 
 
 def is_writable_folder(path: str) -> bool:
@@ -145,4 +146,4 @@ def build_request(inputs: RunInputs, project: QgsProject):
         out_path=out_path, gate_path=gate_path,
         aoi=(aoi.xMinimum(), aoi.yMinimum(), aoi.xMaximum(), aoi.yMaximum()),  # S2 CRS
         model=inputs.model, device=inputs.device,
-        tile_size=inputs.tile_size, overlap=inputs.overlap)
+        tile_size=inputs.tile_size, overlap=inputs.overlap, raw_network=inputs.raw_network)
