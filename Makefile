@@ -12,7 +12,7 @@ $(SETUP_STAMP): requirements.txt pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
 demo: $(SETUP_STAMP)
-	$(PY) -m sar_cloud_removal.demo --out demo_output
+	$(PY) -m sar_cloud_removal.cli.demo --out demo_output
 
 test: $(SETUP_STAMP)
 	$(PY) -m pytest -q

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 INCLUDE = ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "icon.png",
            "core/*", "qgis_provider/*", "ui/*")
 EXCLUDE = ("*/__pycache__/*", "*.pyc", ".*", "*/.*", "tests/*", "training/*", "synthetic/*",
-           "scripts/*", "docs/*", "data/*", "*bench*", "*demo*", "cli*.py", "*.qrc", "*.ts")
+           "scripts/*", "docs/*", "data/*", "*bench*", "*demo*", "cli/*", "*.qrc", "*.ts")
 MODEL_FILE = f"models/weights/{DEFAULT_MODEL}.onnx"
 MODEL_CARD = f"models/weights/{DEFAULT_MODEL}.md"
 # A fixed timestamp makes two builds of the same tree byte-identical.

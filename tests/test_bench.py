@@ -5,7 +5,7 @@ import pytest
 import rasterio
 
 import tiny_models
-from sar_cloud_removal.bench import cached_scene, parse_backends, parse_sizes
+from sar_cloud_removal.cli.bench import cached_scene, parse_backends, parse_sizes
 from sar_cloud_removal.core.errors import UserError
 
 

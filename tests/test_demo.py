@@ -1,4 +1,4 @@
-"""`python -m sar_cloud_removal.demo`: the generated scene goes through the real CLI to a quicklook."""
+"""`python -m sar_cloud_removal.cli.demo`: the generated scene goes through the real CLI to a quicklook."""
 import subprocess
 import sys
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sar_cloud_removal.quicklook import GATE_RAMP
+from sar_cloud_removal.cli.quicklook import GATE_RAMP
 
 SIZE = 160
 pytestmark = pytest.mark.slow  # runs the real default model end to end
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # runs the real default model end to end
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo_output"
-    proc = subprocess.run([sys.executable, "-m", "sar_cloud_removal.demo", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "sar_cloud_removal.cli.demo", "--out", str(out),
                            "--size", str(SIZE)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout

@@ -1,21 +1,24 @@
-"""The `sar-cloud-removal` console command.
+"""The CLI face: the `sar-cloud-removal` console command (also `python -m sar_cloud_removal.cli`).
 
-Each subcommand lives beside the code it drives and exposes `add_arguments(parser)` and
-`run(args) -> int`; this module only dispatches, so heavy imports happen for the command in use
-only, and every command reports errors the same way: one sentence on stderr, no traceback.
+One module per subcommand, each exposing `add_arguments(parser)` and `run(args) -> int`: the
+CLI's own commands live in this package (`remove`, `batch`, `bench`; `demo` and `quicklook` are
+its helpers), while `evaluate`, `train` and `export` are the training and model tools' own
+modules. This module only dispatches, so heavy imports happen for the command in use only, and
+every command reports errors the same way: one sentence on stderr, no traceback.
 """
 import argparse
 import importlib
+import importlib.util
 import sys
 
-from .core.errors import Cancelled, UserError
+from ..core.errors import Cancelled, UserError
 
 # subcommand -> (module relative to this package, one-line help)
 COMMANDS = {
-    "remove": (".cli_remove", "remove clouds from an S2 image using a co-registered S1 image"),
-    "evaluate": (".training.evaluate", "score a model on a folder of S1/S2 triplets"),
-    "train": (".training.train", "train or fine-tune a network from a config file"),
-    "export": (".models.export", "export a trained checkpoint to ONNX with engine metadata"),
+    "remove": (".remove", "remove clouds from an S2 image using a co-registered S1 image"),
+    "evaluate": ("..training.evaluate", "score a model on a folder of S1/S2 triplets"),
+    "train": ("..training.train", "train or fine-tune a network from a config file"),
+    "export": ("..models.export", "export a trained checkpoint to ONNX with engine metadata"),
     "bench": (".bench", "measure throughput and peak memory on generated scenes"),
 }
 
@@ -31,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name, __package__)
         except ModuleNotFoundError as exc:
-            # The plugin zip ships the engine without training, evaluation and benchmark code.
-            missing, wanted = exc.name or "", __package__ + module_name
+            # An install without the training tools (or this package's optional parts) still
+            # offers the other commands.
+            missing = exc.name or ""
+            wanted = importlib.util.resolve_name(module_name, __package__)
             if not (wanted == missing or wanted.startswith(missing + ".")):
                 raise
             continue
@@ -63,6 +68,3 @@ def main(argv=None) -> int:
               "(rerun with --debug for the traceback and report it)", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,8 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .core.backends import BACKENDS, DEVICES
-from .core.errors import UserError
+from ..core.backends import BACKENDS, DEVICES
+from ..core.errors import UserError
 
 BENCH_BACKENDS = tuple(name for name in BACKENDS if name != "auto")
 SCENE_SEED = 11
@@ -73,7 +73,7 @@ def parse_backends(text: str) -> list:
 
 def cached_scene(workdir: Path, megapixels: float):
     """The generated scene of about `megapixels` (square), written once and reused."""
-    from .synthetic.scene import scene_paths, write_scene
+    from ..synthetic.scene import scene_paths, write_scene
 
     side = max(64, round(math.sqrt(megapixels * 1e6)))
     folder = workdir / "scenes" / f"{side}px_seed{SCENE_SEED}"
@@ -110,7 +110,7 @@ def _realistic_batch(s2_path, s1_path, batch: int, tile: int):
     from rasterio.enums import Resampling
     from rasterio.windows import Window
 
-    from .core.sensors import normalise_s1, normalise_s2
+    from ..core.sensors import normalise_s1, normalise_s2
 
     with rasterio.open(s2_path) as s2, rasterio.open(s1_path) as s1:
         s2_tiles, s1_tiles = [], []
@@ -127,7 +127,7 @@ def _realistic_batch(s2_path, s1_path, batch: int, tile: int):
 
 def _model_throughput(job: dict, files, spec) -> float:
     """Megapixels per second of the bare backend on batches of the engine's tiles."""
-    from .core.backends import create_backend
+    from ..core.backends import create_backend
 
     tile = job["tile"] or spec.tile_size
     s2, s1 = _realistic_batch(job["s2"], job["s1"], job["batch_size"], tile)
@@ -145,8 +145,8 @@ def _model_throughput(job: dict, files, spec) -> float:
 
 def _measure(job: dict) -> dict:
     """The child's work: the engine end to end, its peak memory, then the bare model."""
-    from .core.engine import RemovalRequest, remove_clouds
-    from .core.model_spec import load_spec, resolve_model
+    from ..core.engine import RemovalRequest, remove_clouds
+    from ..core.model_spec import load_spec, resolve_model
 
     result = remove_clouds(RemovalRequest(
         s2_path=job["s2"], s1_path=job["s1"], out_path=job["out"], gate_path=job["gate"],
@@ -163,7 +163,7 @@ def _measure(job: dict) -> dict:
 
 
 def _machine() -> str:
-    from .core.backends import available_cores
+    from ..core.backends import available_cores
 
     cpu = platform.processor() or platform.machine()
     try:

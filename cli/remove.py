@@ -6,8 +6,8 @@ all checks and all work happen in `core.engine`, the same code path the QGIS fac
 import sys
 import time
 
-from .core.backends import BACKENDS, DEVICES
-from .core.errors import UserError
+from ..core.backends import BACKENDS, DEVICES
+from ..core.errors import UserError
 
 
 def add_arguments(parser):
@@ -87,7 +87,7 @@ class ProgressBar:
 
 
 def run(args):
-    from .core.engine import RemovalRequest, remove_clouds
+    from ..core.engine import RemovalRequest, remove_clouds
 
     aoi, aoi_crs = parse_aoi(args.aoi) if args.aoi else (None, None)
     request = RemovalRequest(

@@ -1,4 +1,4 @@
-"""`python -m sar_cloud_removal.demo --out demo_output`: the whole product on a generated scene.
+"""`python -m sar_cloud_removal.cli.demo --out demo_output`: the whole product on a generated scene.
 
 It ships no data, so it makes its own cloudy S2 / S1 pair (different grids, as real products
 come), runs the real `sar-cloud-removal remove` command on it, and writes a quicklook PNG that
@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli
-from .core.backends import BACKENDS
+from ..core.backends import BACKENDS
+from ..synthetic.scene import write_scene
+from . import main as cli_main
 from .quicklook import write_quicklook
-from .synthetic.scene import write_scene
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sar_cloud_removal.demo",
+        prog="python -m sar_cloud_removal.cli.demo",
         description="Generate a cloudy S2 / S1 scene, remove its clouds with the "
                     "sar-cloud-removal command and write a quicklook PNG.")
     parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                "--out", str(restored), "--gate", str(gate), "--model", args.model,
                "--backend", args.backend]
     print("Running: sar-cloud-removal " + " ".join(command))
-    status = cli.main(command)
+    status = cli_main(command)
     if status != 0:
         return status
     quicklook = out / "quicklook.png"
