@@ -1,5 +1,5 @@
 """Running a model with ONNX Runtime (the default backend: no torch needed at inference)."""
-from .backends import Backend, first_line
+from .backend_base import Backend, first_line
 from .errors import UserError
 from .runtime_packages import require_package
 

@@ -2,7 +2,7 @@
 only torch has CUDA."""
 import numpy as np
 
-from .backends import Backend, first_line
+from .backend_base import Backend, first_line
 from .errors import UserError
 from .model_spec import check_same_spec, read_checkpoint
 from .runtime_packages import require_package
