@@ -27,11 +27,19 @@ _GLYPHS = {
     "0": [" ### ", "#   #", "#  ##", "# # #", "##  #", "#   #", " ### "],
     "1": ["  #  ", " ##  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### "],
     "2": [" ### ", "#   #", "    #", "   # ", "  #  ", " #   ", "#####"],
+    "3": [" ### ", "#   #", "    #", "  ## ", "    #", "#   #", " ### "],
+    "4": ["   # ", "  ## ", " # # ", "#  # ", "#####", "   # ", "   # "],
+    "5": ["#####", "#    ", "#### ", "    #", "    #", "#   #", " ### "],
+    "6": [" ### ", "#    ", "#    ", "#### ", "#   #", "#   #", " ### "],
+    "7": ["#####", "    #", "   # ", "  #  ", " #   ", " #   ", " #   "],
+    "8": [" ### ", "#   #", "#   #", " ### ", "#   #", "#   #", " ### "],
+    "9": [" ### ", "#   #", "#   #", " ####", "    #", "    #", " ### "],
     "A": [" ### ", "#   #", "#   #", "#####", "#   #", "#   #", "#   #"],
     "C": [" ### ", "#   #", "#    ", "#    ", "#    ", "#   #", " ### "],
     "D": ["#### ", "#   #", "#   #", "#   #", "#   #", "#   #", "#### "],
     "E": ["#####", "#    ", "#    ", "#### ", "#    ", "#    ", "#####"],
     "G": [" ### ", "#   #", "#    ", "# ###", "#   #", "#   #", " ### "],
+    "H": ["#   #", "#   #", "#   #", "#####", "#   #", "#   #", "#   #"],
     "I": [" ### ", "  #  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### "],
     "L": ["#    ", "#    ", "#    ", "#    ", "#    ", "#    ", "#####"],
     "O": [" ### ", "#   #", "#   #", "#   #", "#   #", "#   #", " ### "],
@@ -53,12 +61,12 @@ def _read_small(path, bands, panel_side: int) -> np.ndarray:
                         masked=True).astype(np.float32).filled(np.nan)
 
 
-def _stretch(rgb: np.ndarray, low: float, high: float) -> np.ndarray:
+def stretch(rgb: np.ndarray, low: float, high: float) -> np.ndarray:
     scaled = (rgb - low) / max(high - low, 1e-6)
     return (np.nan_to_num(np.clip(scaled, 0, 1)) * 255).astype(np.uint8)
 
 
-def _ramp(values: np.ndarray) -> np.ndarray:
+def gate_ramp(values: np.ndarray) -> np.ndarray:
     """Colour a 0..1 image with GATE_RAMP (3 x H x W uint8); nodata is black."""
     position = np.clip(np.nan_to_num(values), 0, 1) * (len(GATE_RAMP) - 1)
     lower = np.minimum(position.astype(int), len(GATE_RAMP) - 2)
@@ -68,7 +76,7 @@ def _ramp(values: np.ndarray) -> np.ndarray:
     return rgb.transpose(2, 0, 1).astype(np.uint8)
 
 
-def _draw_text(image: np.ndarray, text: str, row: int, col: int) -> int:
+def draw_text(image: np.ndarray, text: str, row: int, col: int) -> int:
     """Write `text` in white into the 3 x H x W image, top-left at (row, col); returns the
     column after it. Text beyond the image is cut off."""
     for character in text.upper():
@@ -83,11 +91,11 @@ def _draw_text(image: np.ndarray, text: str, row: int, col: int) -> int:
 
 def _draw_gate_title(image: np.ndarray, row: int, col: int) -> None:
     """'GATE  SAR 0 [colour bar] 1 OPTICAL': the legend of the gate panel's colours."""
-    col = _draw_text(image, "GATE  SAR 0", row, col) + _FONT_SCALE
-    bar = _ramp(np.linspace(0, 1, _LEGEND_WIDTH)[None, :].repeat(7 * _FONT_SCALE, axis=0))
+    col = draw_text(image, "GATE  SAR 0", row, col) + _FONT_SCALE
+    bar = gate_ramp(np.linspace(0, 1, _LEGEND_WIDTH)[None, :].repeat(7 * _FONT_SCALE, axis=0))
     area = image[:, row:row + bar.shape[1], col:col + bar.shape[2]]
     area[...] = bar[:, :area.shape[1], :area.shape[2]]
-    _draw_text(image, "1 OPTICAL", row, col + _LEGEND_WIDTH + 2 * _FONT_SCALE)
+    draw_text(image, "1 OPTICAL", row, col + _LEGEND_WIDTH + 2 * _FONT_SCALE)
 
 
 def write_quicklook(png_path, cloudy_path, restored_path, gate_path, panel_side: int = 512):
@@ -100,9 +108,9 @@ def write_quicklook(png_path, cloudy_path, restored_path, gate_path, panel_side:
     ground = pixels[:, np.nanmean(pixels, axis=0) < GROUND_BELOW_DN]
     # One stretch for all three bands keeps the colour balance of the data.
     low, high = np.nanpercentile(ground if ground.size else pixels, STRETCH_PERCENTILES)
-    panels = [("CLOUDY S2", _stretch(cloudy, low, high)),
-              ("RESTORED", _stretch(restored, low, high)),
-              (None, _ramp(gate))]
+    panels = [("CLOUDY S2", stretch(cloudy, low, high)),
+              ("RESTORED", stretch(restored, low, high)),
+              (None, gate_ramp(gate))]
     height = max(p.shape[1] for _, p in panels)
     width = sum(p.shape[2] for _, p in panels) + _GAP * (len(panels) + 1)
     canvas = np.full((3, height + _TITLE_HEIGHT + _GAP, width), _BACKGROUND, dtype=np.uint8)
@@ -110,7 +118,7 @@ def write_quicklook(png_path, cloudy_path, restored_path, gate_path, panel_side:
     title_row = (_TITLE_HEIGHT - 7 * _FONT_SCALE) // 2
     for title, panel in panels:
         if title:
-            _draw_text(canvas, title, title_row, col)
+            draw_text(canvas, title, title_row, col)
         else:
             _draw_gate_title(canvas, title_row, col)
         canvas[:, _TITLE_HEIGHT:_TITLE_HEIGHT + panel.shape[1], col:col + panel.shape[2]] = panel

@@ -62,7 +62,8 @@ def test_bigearthnet_bands_are_upsampled_and_b10_synthesised(shared_data):
 def test_every_pair_source_loads_with_one_grid_per_pair(shared_data):
     loaded = pairs.load_clear_pairs(shared_data)
     sources = {p.name.split("/")[0] for p in loaded}
-    assert sources == {"terramind", "sen1floods11", "dsen2cr_dsp", "bigearthnet"}
+    assert sources == {"terramind", "sen1floods11", "dsen2cr_dsp", "bigearthnet",
+                       "bigearthnet_configilm"}
     for pair in loaded:
         assert pair.s1.shape[1:] == pair.s2.shape[1:] == pair.valid.shape
         assert pair.s2.dtype == np.float32 and 0 <= pair.s2.min() and pair.s2.max() <= 1
@@ -98,5 +99,6 @@ def test_mixed_dataset_is_repeatable_and_shaped(shared_data):
     for key, channels in (("s2", 13), ("s1", 2), ("target", 13)):
         assert first[key].shape == (channels, 32, 32)
         assert (first[key] == again[key]).all()
+    assert first["clear"].shape == (32, 32) and (first["clear"] == again["clear"]).all()
     dataset.set_epoch(1)
     assert not (dataset[3]["target"] == first["target"]).all()

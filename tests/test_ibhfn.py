@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sar_cloud_removal.core.errors import UserError
-from sar_cloud_removal.models.ibhfn import IBHFN
+from sar_cloud_removal.models.ibhfn import GATE_OPEN, GATE_SHUT, IBHFN, blend_weight
 from sar_cloud_removal.models.losses import JointLoss
 from sar_cloud_removal.models.registry import ARCHITECTURES, build, resolved_config
 
@@ -144,16 +144,36 @@ def test_untrained_gate_starts_mostly_open():
     assert gate.min() > 0.5
 
 
-def test_gate_mixes_passthrough_and_reconstruction():
+def test_gate_mixes_passthrough_and_reconstruction_by_its_stretched_weight():
     network = build("ibhfn", **SMALL).eval()
     s2, s1 = inputs()
     with torch.no_grad():
         out = network(s2, s1)
         network.gate.local[-1].bias.fill_(-50.0)    # closed gate: reconstruction only
         network.gate.context[-1].bias.fill_(-50.0)
-        reconstruction = network(s2, s1).restored
-    expected = out.gate * s2 + (1 - out.gate) * reconstruction
+        closed = network(s2, s1)
+    weight = blend_weight(out.gate)
+    expected = weight * s2 + (1 - weight) * closed.restored
     assert torch.allclose(out.restored, expected, atol=1e-5)
+    assert torch.equal(closed.restored, closed.reconstruction)
+    assert torch.allclose(out.reconstruction, closed.reconstruction)
+
+
+def test_a_gate_at_or_below_its_shut_level_passes_nothing_of_the_optical_input():
+    """Under opaque cloud the output is the reconstruction alone, exactly: a sigmoid gate never
+    reaches 0, so the blend weight is the gate stretched to reach it."""
+    gate = torch.tensor([0.0, GATE_SHUT, 0.5, GATE_OPEN, 1.0])
+    assert blend_weight(gate).tolist() == [0.0, 0.0, pytest.approx(0.5), 1.0, 1.0]
+    network = build("ibhfn", **SMALL).eval()
+    with torch.no_grad():
+        network.gate.local[-1].weight.zero_()
+        network.gate.context[-1].weight.zero_()
+        network.gate.local[-1].bias.fill_(-3.0)     # sigmoid(-3) = 0.047 < GATE_SHUT
+        network.gate.context[-1].bias.fill_(0.0)
+        s2, s1 = inputs()
+        out = network(s2, s1)
+    assert float(out.gate.max()) < GATE_SHUT
+    assert torch.equal(out.restored, out.reconstruction)
 
 
 def test_without_gate_the_output_is_passthrough_plus_reconstruction_and_the_gate_is_ones():

@@ -119,7 +119,8 @@ def test_schedule_warms_kl_and_brings_structure_in_after_l1_settles():
     assert schedule.at(50)["ssim"] == schedule.at(50)["sharpness"] == 0.0
     assert schedule.at(100)["ssim"] == pytest.approx(schedule.ssim / 2)
     assert schedule.at(150) == {"l1": 1.0, "ssim": schedule.ssim, "sam": schedule.sam,
-                                "sharpness": schedule.sharpness, "kl": 0.01}
+                                "sharpness": schedule.sharpness, "kl": 0.01,
+                                "gate": schedule.gate, "reconstruction": schedule.reconstruction}
 
 
 def test_joint_loss_is_the_weighted_sum_of_its_terms(patches):

@@ -24,8 +24,9 @@ def tiny_spec(tile_size=64, overlap=16, size_multiple=1, name="identity",
                      overlap=overlap, size_multiple=size_multiple)
 
 
-def _identity_graph(gate_value: float, input_names=("s2", "s1"), s2_channels=13):
-    """restored = s2; gate = `gate_value` everywhere, shaped N×1×H×W from the s1 input.
+def _identity_graph(gate_value: float, input_names=("s2", "s1"), s2_channels=13,
+                    shift: float = 0.0):
+    """restored = s2 + `shift`; gate = `gate_value` everywhere, shaped N×1×H×W from the s1 input.
 
     The gate's shape comes from s1 so that both inputs are used (runtimes may drop unused ones).
     """
@@ -38,14 +39,17 @@ def _identity_graph(gate_value: float, input_names=("s2", "s1"), s2_channels=13)
                helper.make_tensor_value_info("gate", TensorProto.FLOAT, ["N", 1, "H", "W"])]
     one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
     gate_fill = helper.make_tensor("gate_fill", TensorProto.FLOAT, [1], [gate_value])
+    shift_value = helper.make_tensor("shift", TensorProto.FLOAT, [1], [shift])
     nodes = [
-        helper.make_node("Identity", [s2_name], ["restored"]),
+        helper.make_node("Add", [s2_name, "shift"], ["restored"]) if shift
+        else helper.make_node("Identity", [s2_name], ["restored"]),
         helper.make_node("Shape", [s1_name], ["batch"], start=0, end=1),
         helper.make_node("Shape", [s1_name], ["height_width"], start=2, end=4),
         helper.make_node("Concat", ["batch", "one", "height_width"], ["gate_shape"], axis=0),
         helper.make_node("ConstantOfShape", ["gate_shape"], ["gate"], value=gate_fill),
     ]
-    return helper.make_graph(nodes, "tiny_identity", inputs, outputs, initializer=[one])
+    initializers = [one, shift_value] if shift else [one]
+    return helper.make_graph(nodes, "tiny_identity", inputs, outputs, initializer=initializers)
 
 
 def _save_onnx(graph, path, spec) -> Path:
@@ -62,6 +66,13 @@ def constant_gate_onnx(path, value: float, tile_size=64, overlap=16, size_multip
     """An ONNX model that passes S2 through and outputs a gate equal to `value`."""
     return _save_onnx(_identity_graph(value), path,
                       tiny_spec(tile_size, overlap, size_multiple))
+
+
+def shifted_onnx(path, gate_value: float, shift: float, tile_size=64, overlap=16) -> Path:
+    """restored = s2 + `shift` (on the [0, 1] scale) with a constant gate: a model that alters
+    every pixel, to see which ones the engine keeps."""
+    return _save_onnx(_identity_graph(gate_value, shift=shift), path,
+                      tiny_spec(tile_size, overlap))
 
 
 def identity_onnx(path, tile_size=64, overlap=16, size_multiple=1) -> Path:

@@ -1,15 +1,16 @@
 """`sar-cloud-removal evaluate`: score a model on folders of S1/S2 triplets, always beside the
 cloudy-input baseline.
 
-The model runs through the engine's own backends (ONNX Runtime by default), so the file an analyst
-would use is what gets scored, not the training-time torch module. Each whole image is scored with
-the SEN12MS-CR protocol metrics (core.metrics); cloud-only metrics and the gate's AUC against the
-cloud mask are added where a mask exists (packed triplets). "Cloudy input" is the do-nothing
+Every triplet runs through the engine itself (`core.engine.remove_clouds`: tiling, blending,
+offset handling and keep-clear, on ONNX Runtime by default), so what is scored is what an analyst
+gets from the file, not the training-time torch module. Each whole image is scored with the
+SEN12MS-CR protocol metrics (core.metrics), then by region (clear, thin, thick cloud; see
+training/regions.py), beside the cloudy input; the gate's calibration (mean per region and a
+reliability table) and its AUC against the cloud mask are added. "Cloudy input" is the do-nothing
 baseline: a model that does not beat it on the held-out scenes is not removing clouds.
 """
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..core import metrics
 from ..core.backends import BACKENDS, DEVICES
 from ..core.errors import UserError
 from .packed import find_packed, read_packed
+from .regions import CLEAR, REGION_NAMES, triplet_regions
 from .sen12mscr import SPLITS, find_triplets, read_triplet
 
 REPORTED = ("psnr", "ssim", "mae", "sam", "cloud_mae", "gate_auc")
@@ -52,55 +54,166 @@ def _pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(array, pad, mode="edge")
 
 
-def score_triplet(predict, triplet, size_multiple: int = 1) -> dict:
-    """One image's row: model and cloudy-input metrics, and the gate AUC where a mask exists.
+# Gate bins of the reliability table: how often a pixel given gate g is really clear.
+RELIABILITY_EDGES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
+_REGION_METRICS = ("psnr", "ssim", "mae", "sam")
 
-    `predict(s2, s1)` takes 1×C×H×W float32 arrays and returns (restored, gate) of the same
-    layout. The prediction is clipped to [0, 1], the range the protocol compares on.
+
+def region_metrics(pred: np.ndarray, target: np.ndarray, regions: np.ndarray) -> dict:
+    """PSNR, SSIM, MAE and SAM over each region (clear, thin, thick); NaN for an empty one.
+
+    SSIM is averaged from one whole-image SSIM map, so windows at region borders see their
+    neighbours, as in the protocol's cloud-only SSIM.
     """
-    h, w = triplet.target.shape[-2:]
-    s2 = _pad_to_multiple(triplet.cloudy, size_multiple)[None]
-    s1 = _pad_to_multiple(triplet.s1, size_multiple)[None]
-    restored, gate = predict(s2.astype(np.float32), s1.astype(np.float32))
-    restored = np.clip(restored[0, :, :h, :w], 0.0, 1.0)
-    gate = gate[0, 0, :h, :w]
+    ssim_values = metrics.ssim_map(pred, target)
+    out = {}
+    for code, name in enumerate(REGION_NAMES):
+        mask = regions == code
+        out[f"{name}_psnr"] = metrics.psnr(pred, target, mask)
+        out[f"{name}_mae"] = metrics.mae(pred, target, mask)
+        out[f"{name}_sam"] = metrics.sam(pred, target, mask)
+        out[f"{name}_ssim"] = float(ssim_values[:, mask].mean()) if mask.any() else math.nan
+    return out
+
+
+def gate_calibration(gate: np.ndarray, regions: np.ndarray) -> dict:
+    """Mean gate per region and, per reliability bin, the pixel count and how many are clear."""
+    out = {f"gate_{name}": float(gate[regions == code].mean()) if (regions == code).any()
+           else math.nan for code, name in enumerate(REGION_NAMES)}
+    bins = np.clip(np.digitize(gate.ravel(), RELIABILITY_EDGES[1:-1]), 0,
+                   len(RELIABILITY_EDGES) - 2)
+    clear = (regions.ravel() == CLEAR)
+    out["reliability_counts"] = np.bincount(bins, minlength=len(RELIABILITY_EDGES) - 1).tolist()
+    out["reliability_clear"] = np.bincount(bins, weights=clear,
+                                           minlength=len(RELIABILITY_EDGES) - 1).tolist()
+    return out
+
+
+def score_prediction(triplet, restored: np.ndarray, gate: np.ndarray) -> dict:
+    """One image's row: model and cloudy-input metrics overall and per region, the gate's
+    calibration, and the gate AUC where a mask exists. `restored` is 13×H×W on [0, 1] (clipped
+    here, the range the protocol compares on), `gate` H×W."""
+    restored = np.clip(restored, 0.0, 1.0)
+    regions = triplet_regions(triplet)
+    valid = np.isfinite(gate)
+    gate = np.where(valid, gate, 0.0)
     row = {"name": triplet.name,
-           "model": metrics.image_metrics(restored, triplet.target, triplet.cloud_mask),
-           "cloudy_input": metrics.image_metrics(triplet.cloudy, triplet.target,
-                                                 triplet.cloud_mask),
-           "gate_mean": float(gate.mean())}
+           "model": {**metrics.image_metrics(restored, triplet.target, triplet.cloud_mask),
+                     **region_metrics(restored, triplet.target, regions)},
+           "cloudy_input": {**metrics.image_metrics(triplet.cloudy, triplet.target,
+                                                    triplet.cloud_mask),
+                            **region_metrics(triplet.cloudy, triplet.target, regions)},
+           "gate_mean": float(gate.mean()),
+           "region_fractions": [float((regions == c).mean()) for c in range(len(REGION_NAMES))],
+           "calibration": gate_calibration(gate, regions)}
+    row["model"].update({k: v for k, v in row["calibration"].items() if k.startswith("gate_")})
     if triplet.cloud_mask is not None:
         row["cloud_fraction"] = float(triplet.cloud_mask.mean())
         row["model"]["gate_auc"] = metrics.gate_auc(gate, triplet.cloud_mask)
     return row
 
 
+def score_triplet(predict, triplet, size_multiple: int = 1) -> dict:
+    """Score `predict(s2, s1)` (1×C×H×W float32 arrays in, (restored, gate) of the same layout
+    out) on one triplet; training's validation calls the network this way."""
+    h, w = triplet.target.shape[-2:]
+    s2 = _pad_to_multiple(triplet.cloudy, size_multiple)[None]
+    s1 = _pad_to_multiple(triplet.s1, size_multiple)[None]
+    restored, gate = predict(s2.astype(np.float32), s1.astype(np.float32))
+    return score_prediction(triplet, restored[0, :, :h, :w], gate[0, 0, :h, :w])
+
+
+# Packed triplets carry no georeferencing; the engine needs some, so they are written on this
+# arbitrary 10 m UTM grid (the pixels, not the place, are what is scored).
+_STAND_IN_CRS = "EPSG:32631"
+_STAND_IN_TRANSFORM = (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+
+
+def write_triplet_inputs(triplet, folder: Path):
+    """The triplet's cloudy S2 (uint16 DN) and S1 (float32 dB) as GeoTIFFs the engine reads."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    from ..core.sensors import S1_DB_RANGE
+    h, w = triplet.target.shape[-2:]
+    profile = {"driver": "GTiff", "height": h, "width": w, "crs": _STAND_IN_CRS,
+               "transform": Affine(*_STAND_IN_TRANSFORM)}
+    s2_path, s1_path = folder / "s2.tif", folder / "s1.tif"
+    with rasterio.open(s2_path, "w", count=13, dtype="uint16", **profile) as dst:
+        dst.write(np.rint(triplet.cloudy * 10000.0).astype(np.uint16))
+    low, high = S1_DB_RANGE
+    with rasterio.open(s1_path, "w", count=2, dtype="float32", **profile) as dst:
+        dst.write((triplet.s1 * (high - low) + low).astype(np.float32))
+    return s2_path, s1_path
+
+
+def restore_through_engine(triplet, folder: Path, **request) -> tuple:
+    """Run the engine (tiling, blending, offset, keep-clear) on one triplet; returns (restored on
+    [0, 1], gate) as the user's files hold them, and the run's result."""
+    import rasterio
+
+    from ..core.engine import RemovalRequest, remove_clouds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    s2_path, s1_path = write_triplet_inputs(triplet, folder)
+    result = remove_clouds(RemovalRequest(s2_path=str(s2_path), s1_path=str(s1_path),
+                                          out_path=str(folder / "restored.tif"),
+                                          s2_offset=0, **request))
+    with rasterio.open(result.out_path) as src:
+        restored = src.read().astype(np.float32) / 10000.0
+    with rasterio.open(result.gate_path) as src:
+        gate = src.read(1).astype(np.float32)
+    return restored, gate, result
+
+
 def summarise(rows) -> dict:
-    """Means over images for the model and the baseline (NaN-skipping, as the protocol does)."""
-    return {side: metrics.mean_over_images([r[side] for r in rows])
-            for side in ("model", "cloudy_input")}
+    """Means over images for the model and the baseline (NaN-skipping, as the protocol does),
+    and the reliability table summed over every pixel of every image."""
+    means = {side: metrics.mean_over_images([r[side] for r in rows])
+             for side in ("model", "cloudy_input")}
+    counts = np.sum([r["calibration"]["reliability_counts"] for r in rows], axis=0)
+    clear = np.sum([r["calibration"]["reliability_clear"] for r in rows], axis=0)
+    means["reliability"] = [
+        {"gate_from": lo, "gate_to": hi, "pixels": int(n),
+         "clear_fraction": float(c / n) if n else math.nan}
+        for lo, hi, n, c in zip(RELIABILITY_EDGES[:-1], RELIABILITY_EDGES[1:], counts, clear)]
+    means["sam_not_worse_than_input"] = int(sum(
+        r["model"]["sam"] <= r["cloudy_input"]["sam"] for r in rows))
+    return means
 
 
 def format_table(rows, means) -> str:
-    """A plain-text table of per-image and mean metrics, model over baseline."""
-    width = 20
-    header = f"{'image':<26}" + "".join(f"{k:^{width}}" for k in REPORTED)
-    lines = [header, "-" * len(header)]
-
+    """Plain-text tables: per image and mean metrics (model over baseline), the same by region,
+    the gate's means by region and its reliability."""
     def cell(value) -> str:
-        return "–" if value is None or math.isnan(value) else f"{value:.4f}"
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+            else f"{value:.4f}"
 
-    def cells(model, base):
-        out = ""
-        for key in REPORTED:
-            baseline = f"({cell(base[key])})" if key in base else ""
-            out += f"{cell(model.get(key)):>9} {baseline:<{width - 10}}"
-        return out
+    def table(keys, title):
+        width = 20
+        header = f"{title:<34}" + "".join(f"{k:^{width}}" for k in keys)
+        lines = [header, "-" * len(header)]
+        for name, model, base in [(r["name"], r["model"], r["cloudy_input"]) for r in rows] + \
+                [("MEAN", means["model"], means["cloudy_input"])]:
+            line = f"{name[:33]:<34}"
+            for key in keys:
+                baseline = f"({cell(base[key])})" if key in base else ""
+                line += f"{cell(model.get(key)):>9} {baseline:<{width - 10}}"
+            lines.append(line)
+        return lines
 
-    for row in rows:
-        lines.append(f"{row['name']:<26}" + cells(row["model"], row["cloudy_input"]))
-    lines.append(f"{'MEAN':<26}" + cells(means["model"], means["cloudy_input"]))
-    lines.append("values: model (cloudy input); gate_auc: gate vs cloud mask, 0.5 = chance")
+    lines = table(REPORTED, "image")
+    for region in REGION_NAMES:
+        lines += [""] + table([f"{region}_{k}" for k in _REGION_METRICS], f"{region} pixels")
+    lines += ["", "values: model (cloudy input); gate_auc: gate vs cloud mask, 0.5 = chance",
+              f"SAM not worse than the input's on {means['sam_not_worse_than_input']} of "
+              f"{len(rows)} images", "",
+              "gate by region (mean): " + ", ".join(
+                  f"{r} {cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES),
+              "gate reliability:   gate bin     pixels   clear fraction"]
+    for b in means["reliability"]:
+        lines.append(f"                  {b['gate_from']:.2f}-{b['gate_to']:.2f} "
+                     f"{b['pixels']:>10}   {cell(b['clear_fraction'])}")
     return "\n".join(lines)
 
 
@@ -127,13 +240,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
+    parser.add_argument("--raw-network", action="store_true",
+                        help="score the network's output everywhere (clear pixels not kept)")
     parser.add_argument("--out", default=None, metavar="REPORT.json",
                         help="write the full report (per-image rows and means) as JSON")
+    parser.add_argument("--sheet", default=None, metavar="SHEET.png",
+                        help="write the picture sheet (cloudy | restored | truth | gate per "
+                             "image, true colour with a fixed stretch)")
 
 
 def run(args) -> int:
-    from ..core.backends import create_backend
-    from ..core.model_spec import load_spec, resolve_model
+    import tempfile
 
     only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
     triplets = [t for folder in args.data for t in load_triplets(folder, args.split, only)]
@@ -141,29 +258,39 @@ def run(args) -> int:
     if missing:
         raise UserError(f"The selected triplets {', '.join(missing)} are not in the data "
                         f"folders; check the names given to --only.")
-    files = resolve_model(args.model)
-    spec = load_spec(files)
     started = time.perf_counter()
-    with create_backend(files, spec, args.backend, args.device, args.threads) as backend:
-        rows = [score_triplet(backend.run, t, spec.size_multiple) for t in triplets]
-        backend_name, device, notes = backend.name, backend.device, list(backend.messages)
+    rows, pictures, notes, result = [], [], [], None
+    with tempfile.TemporaryDirectory(prefix="sar-cr-evaluate-") as work:
+        for index, triplet in enumerate(triplets):
+            restored, gate, result = restore_through_engine(
+                triplet, Path(work) / str(index), model=args.model, backend=args.backend,
+                device=args.device, threads=args.threads, raw_network=args.raw_network)
+            rows.append(score_prediction(triplet, restored, gate))
+            notes += [m for m in result.messages if m not in notes]
+            if args.sheet:
+                pictures.append((triplet.name, triplet.cloudy, restored, triplet.target, gate))
     means = summarise(rows)
-    report = {"model": {"name": spec.name, "version": spec.version,
-                        "architecture": spec.architecture,
-                        "files": [str(p) for p in files.paths],
-                        "backend": backend_name, "device": device},
+    report = {"model": {"name": result.model_name, "requested": args.model,
+                        "backend": result.backend, "device": result.device,
+                        "keep_clear": not args.raw_network},
               "data": [str(Path(d)) for d in args.data], "images": rows, "mean": means,
               "seconds": round(time.perf_counter() - started, 2), "messages": notes}
-    for note in notes:
-        print(note, file=sys.stderr)
     print(format_table(rows, means))
     if args.out:
-        out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(json_safe(report), indent=2))
-        except OSError as exc:
-            raise UserError(f"Cannot write the report to {out} ({exc.strerror}); choose a "
-                            f"writable path.") from exc
-        print(f"report written to {out}")
+        _write_report(Path(args.out), report)
+    if args.sheet:
+        from .picture_sheet import write_picture_sheet
+
+        write_picture_sheet(Path(args.sheet), pictures)
+        print(f"picture sheet written to {args.sheet}")
     return 0
+
+
+def _write_report(out: Path, report: dict) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json_safe(report), indent=2))
+    except OSError as exc:
+        raise UserError(f"Cannot write the report to {out} ({exc.strerror}); choose a "
+                        f"writable path.") from exc
+    print(f"report written to {out}")

@@ -1,0 +1,111 @@
+"""What teaches the gate to close and the reconstruction to reconstruct: the gate's targets
+from exact simulated masks and real masks, the loss terms, the ConfigILM pairs, the regions and
+the fixed selection scenes."""
+import numpy as np
+import pytest
+import torch
+
+from sar_cloud_removal.models import losses
+from sar_cloud_removal.models.network_io import NetworkOutput
+from sar_cloud_removal.synthetic.clouds import clear_sky_target, simulate_clouds
+from sar_cloud_removal.training import pairs, regions
+from sar_cloud_removal.training.dataset import (RealTriplets, SyntheticClouds, as_clear_pair,
+                                                simulated_triplets)
+from sar_cloud_removal.training.packed import read_packed
+
+
+@pytest.fixture(scope="module")
+def packed(shared_data):
+    return shared_data / "sen12mscr" / "packed"
+
+
+def test_simulated_gate_target_is_one_exactly_where_no_cloud_touched(packed):
+    clear = read_packed(packed, "316").target
+    sample = simulate_clouds(clear, np.random.default_rng(3), kind="shadow", coverage=0.5)
+    target = clear_sky_target(sample)
+    untouched = (sample.cloud == 0) & (sample.shadow == 0)
+    assert untouched.any() and (~untouched).any()
+    assert np.all(target[untouched] == 1.0)
+    assert np.all(target[~untouched] < 1.0)
+    # opaque cloud: the gate must close
+    assert target[sample.cloud > 0.9].max() < 0.01
+    # and untouched pixels are the clear scene, so keeping them keeps the truth
+    assert np.array_equal(sample.cloudy[:, untouched], clear[:, untouched])
+
+
+def test_training_examples_carry_the_gate_target_of_their_source(packed):
+    triplet = read_packed(packed, "746")   # partly cloudy, with a real mask
+    rng = np.random.default_rng(1)
+    real = RealTriplets([triplet]).draw(rng, 256)   # the whole scene, maybe turned
+    assert set(np.unique(real["clear"])) == {0.0, 1.0}
+    assert real["clear"].mean() == pytest.approx(1 - triplet.cloud_mask.mean())
+    synthetic = SyntheticClouds([as_clear_pair(triplet)]).draw(np.random.default_rng(2), 64)
+    assert synthetic["clear"].shape == (64, 64)
+    assert 0.0 <= synthetic["clear"].min() and synthetic["clear"].max() <= 1.0
+
+
+def _output(gate, reconstruction=None, restored=None):
+    shape = gate.shape[:1] + (13,) + gate.shape[2:]
+    restored = torch.zeros(shape) if restored is None else restored
+    return NetworkOutput(restored=restored, gate=gate, kl=torch.zeros(()),
+                         reconstruction=reconstruction)
+
+
+def test_gate_term_rewards_the_right_gate_and_pushes_a_wrong_one_shut():
+    clear = torch.zeros(1, 8, 8)
+    clear[:, :, :4] = 1.0
+    right = clear[:, None].clamp(0.02, 0.98)
+    assert losses.gate_loss(right, clear) < losses.gate_loss(1 - right, clear)
+    gate = torch.full((1, 1, 8, 8), 0.9, requires_grad=True)
+    losses.gate_loss(gate, clear).backward()
+    assert (gate.grad[..., 4:] > 0).all()   # descent lowers the gate under cloud
+    assert (gate.grad[..., :4] < 0).all()   # and raises it on clear ground
+
+
+def test_reconstruction_term_counts_cloud_errors_more_and_only_when_given():
+    target = torch.zeros(1, 13, 16, 16)
+    clear = torch.ones(1, 16, 16)
+    clear[..., :8] = 0.0
+    wrong_under_cloud = target.clone()
+    wrong_under_cloud[..., :8] = 0.1
+    wrong_on_clear = target.clone()
+    wrong_on_clear[..., 8:] = 0.1
+    assert (losses.reconstruction_loss(wrong_under_cloud, target, clear)
+            > losses.reconstruction_loss(wrong_on_clear, target, clear))
+    joint = losses.JointLoss()
+    gate = torch.full((1, 1, 16, 16), 0.5)
+    _, without = joint(_output(gate), target, target, 0)
+    assert "gate" not in without and "reconstruction" not in without
+    _, terms = joint(_output(gate, wrong_under_cloud), target, target, 0, clear)
+    assert terms["gate"] > 0 and terms["reconstruction"] > 0
+
+
+def test_configilm_pairs_are_read_without_flagged_ones_and_brought_towards_l1c(shared_data):
+    folder = shared_data / "bigearthnet_configilm"
+    got = pairs.read_bigearthnet_configilm(folder)
+    flagged = pairs._configilm_flags(folder)
+    assert len(flagged) == 6 and len(got) == 54 - 6
+    assert not any(p.name.split("/")[-1] in flagged for p in got)
+    pair = got[0]
+    assert pair.s2.shape == (13, 120, 120) and pair.s1.shape == (2, 120, 120)
+    # the darkest blue pixel of an L1C scene still shows the atmosphere's path reflectance
+    assert pair.s2[1].min() >= pairs.L1C_PATH_REFLECTANCE[1] - 1e-6
+
+
+def test_regions_of_real_triplets_follow_their_masks(packed):
+    clear_scene = regions.triplet_regions(read_packed(packed, "316"))
+    assert np.all(clear_scene == regions.CLEAR)
+    cloudy = read_packed(packed, "2266")
+    codes = regions.triplet_regions(cloudy)
+    assert np.all(codes[cloudy.cloud_mask] != regions.CLEAR)
+    assert (codes == regions.THICK).mean() > 0.5
+
+
+def test_selection_scenes_are_fixed_and_carry_exact_regions(packed):
+    pair = as_clear_pair(read_packed(packed, "316"))
+    first, again = simulated_triplets([pair], seed=4), simulated_triplets([pair], seed=4)
+    assert len(first) == 3
+    for a, b in zip(first, again):
+        assert np.array_equal(a.cloudy, b.cloudy) and np.array_equal(a.regions, b.regions)
+        assert np.array_equal(a.cloud_mask, a.regions != regions.CLEAR)
+    assert first[0].cloud_mask.mean() < first[-1].cloud_mask.mean()
