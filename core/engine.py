@@ -8,7 +8,7 @@ simply computed twice; inference is deterministic).
 """
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -292,6 +292,65 @@ def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
     return out, gate
 
 
+def _open_scene(request: RemovalRequest, spec, stack: ExitStack, messages: list,
+                check_outputs: Callable = lambda: None) -> _Scene:
+    """Open and check both inputs, find the output window, decide the S2 offset and the S1
+    units, and set up S1's reprojection: everything needed to read model inputs anywhere in
+    the output. `check_outputs` runs after the inputs' own checks, before any pixel is read."""
+    # One GDAL environment for the run; it also routes GDAL's own error chatter to logging
+    # instead of stderr, where the faces print only the one-sentence message.
+    stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+    s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
+    s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
+    _check_band_count(s2, len(spec.s2_bands), "S2", spec.s2_bands)
+    _check_band_count(s1, len(spec.s1_bands), "S1", spec.s1_bands)
+    require_georeferencing(s2, "S2")
+    require_georeferencing(s1, "S1")
+    check_outputs()
+    window = output_window(s2, s1, request.aoi, request.aoi_crs)
+
+    s2_sample = spread_sample(s2, window)
+    offset, note = resolve_s2_offset(request.s2_offset, s2_sample,
+                                     np.isfinite(s2_sample).all(axis=0), s2.tags())
+    messages.append(note)
+    s1_linear = is_linear_power(spread_sample(s1))
+    if s1_linear:
+        messages.append("The S1 image looks like linear power; converted it to dB.")
+    s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
+    return _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range,
+                  request.raw_network)
+
+
+@contextmanager
+def open_scene(request: RemovalRequest):
+    """The request's inputs as the network sees them, for tools above the engine (scene
+    adaptation): yields an object with `height`, `width` (the output window), `messages` and
+    `read(row, col, height, width)` -> (s2, s1, valid) on the network scale. Same checks and
+    the same reading code as `remove_clouds`."""
+    spec = load_spec(resolve_model(request.model))
+    messages = []
+    with ExitStack() as stack:
+        scene = _open_scene(request, spec, stack, messages)
+        yield SceneView(scene, messages)
+
+
+@dataclass
+class SceneView:
+    scene: _Scene
+    messages: list
+
+    @property
+    def height(self) -> int:
+        return self.scene.window.height
+
+    @property
+    def width(self) -> int:
+        return self.scene.window.width
+
+    def read(self, row: int, col: int, height: int, width: int):
+        return self.scene.read_region(row, col, height, width)
+
+
 def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
                   is_cancelled: Optional[Callable] = None) -> RemovalResult:
     """Restore the S2 image of `request` and write the restored image and the gate layer.
@@ -310,18 +369,11 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
     spec = load_spec(files)
     messages = []
     with ExitStack() as stack:
-        # One GDAL environment for the run; it also routes GDAL's own error chatter to logging
-        # instead of stderr, where the faces print only the one-sentence message.
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
-        s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
-        _check_band_count(s2, len(spec.s2_bands), "S2", spec.s2_bands)
-        _check_band_count(s1, len(spec.s1_bands), "S1", spec.s1_bands)
-        require_georeferencing(s2, "S2")
-        require_georeferencing(s1, "S1")
-        _check_output_paths(out_path, gate_path, [(Path(request.s2_path), "S2"),
-                                                  (Path(request.s1_path), "S1")])
-        window = output_window(s2, s1, request.aoi, request.aoi_crs)
+        scene = _open_scene(request, spec, stack, messages,
+                            lambda: _check_output_paths(
+                                out_path, gate_path, [(Path(request.s2_path), "S2"),
+                                                      (Path(request.s1_path), "S1")]))
+        s2, window = scene.s2, scene.window
         overlap = spec.overlap if request.overlap is None else request.overlap
         margin = overlap // 2   # context beyond the output's edges: see TileGrid
         tile, note = effective_tile_size(
@@ -331,25 +383,14 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
             messages.append(note)
         grid = TileGrid(window.height, window.width, tile, overlap, margin)
 
-        s2_sample = spread_sample(s2, window)
-        offset, note = resolve_s2_offset(request.s2_offset, s2_sample,
-                                         np.isfinite(s2_sample).all(axis=0), s2.tags())
-        messages.append(note)
-        s1_linear = is_linear_power(spread_sample(s1))
-        if s1_linear:
-            messages.append("The S1 image looks like linear power; converted it to dB.")
-
         progress(0.0, "loading the model")
         backend = create_backend(files, spec, backend=request.backend, device=request.device,
                                  threads=request.threads)
         stack.callback(backend.close)
-        s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
         transform = s2.window_transform(window)
         writer = stack.enter_context(OutputPair(
             out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
             height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
-        scene = _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range,
-                       request.raw_network)
         any_invalid = _restore(scene, grid, backend, writer, request.batch_size, progress,
                                is_cancelled)
         messages += backend.messages   # read after the run: a GPU fallback may happen midway
