@@ -16,6 +16,7 @@ from ..core.errors import Cancelled, UserError
 # subcommand -> (module relative to this package, one-line help)
 COMMANDS = {
     "remove": (".remove", "remove clouds from an S2 image using a co-registered S1 image"),
+    "batch": (".batch", "remove clouds from many scenes at once on a Dask cluster"),
     "evaluate": ("..training.evaluate", "score a model on a folder of S1/S2 triplets"),
     "train": ("..training.train", "train or fine-tune a network from a config file"),
     "export": ("..models.export", "export a trained checkpoint to ONNX with engine metadata"),
