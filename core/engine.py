@@ -21,10 +21,10 @@ from .backends import create_backend
 from .errors import Cancelled, UserError
 from .geotiff import OutputPair
 from .keep_clear import keep_clear, keep_weight
-from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, spread_sample
+from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, valid_samples
 from .model_spec import load_spec, resolve_model
-from .sensors import (denormalise_s2, is_linear_power, normalise_s1, normalise_s2,
-                      resolve_s2_offset)
+from .sensors import (check_s1_bands, check_s2_bands, denormalise_s2, invalid_s2_pixels,
+                      is_linear_power, normalise_s1, normalise_s2, resolve_s2_offset)
 from .tiling import BlendAccumulator, TileGrid, effective_tile_size, reflect_pad
 
 # Output block side in pixels: a multiple of the GeoTIFF's 256-px tiles, so every write fills
@@ -57,6 +57,12 @@ class RemovalRequest:
     threads: Optional[int] = None
     batch_size: int = 4
     raw_network: bool = False
+    # Scene adaptation (adaptation/, above the engine, which never adapts itself):
+    adapt: bool = False
+    adapt_seconds: Optional[float] = None   # None: adaptation's default budget
+    adapt_steps: Optional[int] = None       # step cap; None: adaptation's default
+    seed: int = 0
+    save_adapted: Optional[str] = None
 
 
 @dataclass
@@ -70,6 +76,7 @@ class RemovalResult:
     device: str
     model_name: str
     messages: list = field(default_factory=list)
+    adaptation: object = None   # adaptation.scene.Adaptation when adaptation was asked for
 
     @property
     def megapixels(self) -> float:
@@ -116,30 +123,14 @@ def _check_output_path(path: Path, what: str, inputs) -> None:
                             f"name so the input is not overwritten.")
 
 
-def _check_band_count(dataset, expected: int, role: str, band_names) -> None:
-    if dataset.count != expected:
-        plural = "" if dataset.count == 1 else "s"
-        raise UserError(f"The {role} image {dataset.name} has {dataset.count} band{plural} but "
-                        f"{expected} are needed ({', '.join(band_names)}); give an {role} image "
-                        f"with exactly those bands.")
+def _input_files(request: RemovalRequest, s2) -> list:
+    """(path, role) of every input file an output must not overwrite, product bands included."""
+    files = [(Path(request.s2_path), "S2"), (Path(request.s1_path), "S1")]
+    return files + [(Path(path), "S2") for path in getattr(s2, "band_files", ())]
 
 
-def _invalid_s2_mask(values: np.ndarray, nodata) -> np.ndarray:
-    """S2 pixels (rows x cols) where any band is NaN or equals the nodata value.
-
-    An integer image without a nodata value still follows the L1C convention that DN 0 is
-    NO_DATA: exports that dropped the tag keep zero-filled swath edges, which must not be
-    restored as black land.
-    """
-    invalid = np.zeros(values.shape[1:], bool)
-    if values.dtype.kind == "f":
-        invalid |= ~np.isfinite(values).all(axis=0)
-    if nodata is None:
-        if values.dtype.kind in "iu":
-            invalid |= (values == 0).all(axis=0)
-    elif not np.isnan(nodata):
-        invalid |= (values == nodata).any(axis=0)
-    return invalid
+# One definition of an S2 pixel without observation, shared with the sampling (core.sensors).
+_invalid_s2_mask = invalid_s2_pixels
 
 
 def _nodata_or_default(nodata, dtype):
@@ -293,7 +284,7 @@ def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
 
 
 def _open_scene(request: RemovalRequest, spec, stack: ExitStack, messages: list,
-                check_outputs: Callable = lambda: None) -> _Scene:
+                check_outputs: Callable = lambda s2: None) -> _Scene:
     """Open and check both inputs, find the output window, decide the S2 offset and the S1
     units, and set up S1's reprojection: everything needed to read model inputs anywhere in
     the output. `check_outputs` runs after the inputs' own checks, before any pixel is read."""
@@ -302,21 +293,23 @@ def _open_scene(request: RemovalRequest, spec, stack: ExitStack, messages: list,
     stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
     s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
     s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
-    _check_band_count(s2, len(spec.s2_bands), "S2", spec.s2_bands)
-    _check_band_count(s1, len(spec.s1_bands), "S1", spec.s1_bands)
+    check_s2_bands(s2, spec.s2_bands)
+    check_s1_bands(s1, spec.s1_bands)
     require_georeferencing(s2, "S2")
     require_georeferencing(s1, "S1")
-    check_outputs()
+    check_outputs(s2)
     window = output_window(s2, s1, request.aoi, request.aoi_crs)
-
-    s2_sample = spread_sample(s2, window)
+    s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
+    if s1_grid.resampling.name == "average":
+        messages.append("The S1 image is finer than the S2 grid; averaged it onto S2 pixels.")
+    # Refuses inputs with nothing to restore; samples only valid pixels for what follows.
+    s2_sample, s1_sample = valid_samples(s2, s1, s1_grid, window)
     offset, note = resolve_s2_offset(request.s2_offset, s2_sample,
-                                     np.isfinite(s2_sample).all(axis=0), s2.tags())
+                                     np.ones(s2_sample.shape[1:], bool), s2.tags(), s2.name)
     messages.append(note)
-    s1_linear = is_linear_power(spread_sample(s1))
+    s1_linear = is_linear_power(s1_sample)
     if s1_linear:
         messages.append("The S1 image looks like linear power; converted it to dB.")
-    s1_grid = stack.enter_context(S1OnS2Grid(s1, s2))
     return _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range,
                   request.raw_network)
 
@@ -363,6 +356,9 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
     is_cancelled = is_cancelled or (lambda: False)
     if request.batch_size < 1:
         raise UserError(f"The batch size must be at least 1 (got {request.batch_size}).")
+    if request.adapt:
+        raise UserError("Scene adaptation runs above the engine: call "
+                        "sar_cloud_removal.adaptation.remove_clouds with this request.")
     out_path = Path(request.out_path)
     gate_path = Path(request.gate_path) if request.gate_path else default_gate_path(out_path)
     files = resolve_model(request.model)
@@ -370,9 +366,8 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
     messages = []
     with ExitStack() as stack:
         scene = _open_scene(request, spec, stack, messages,
-                            lambda: _check_output_paths(
-                                out_path, gate_path, [(Path(request.s2_path), "S2"),
-                                                      (Path(request.s1_path), "S1")]))
+                            lambda s2: _check_output_paths(
+                                out_path, gate_path, _input_files(request, s2)))
         s2, window = scene.s2, scene.window
         overlap = spec.overlap if request.overlap is None else request.overlap
         margin = overlap // 2   # context beyond the output's edges: see TileGrid

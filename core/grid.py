@@ -18,7 +18,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from . import s2_products
 from .errors import UserError
+from .sensors import invalid_s1_pixels, invalid_s2_pixels
 
 # AOI bounds within this many pixels of a pixel edge count as on it; it
 # absorbs the float noise of coordinates that went through a CRS transformation.
@@ -31,7 +33,16 @@ _SAMPLE_PATCH_SIZE = 64
 
 
 def open_raster(path, role: str):
-    """Open a raster for reading, or explain in one sentence why it cannot be."""
+    """Open a raster for reading, or explain in one sentence why it cannot be.
+
+    For S2 this also takes a Sentinel-2 product as downloaded (a .SAFE folder, its .zip, its
+    MTD_MSIL1C.xml, a SENTINEL2 sub-dataset name) or a folder of one file per band: they are
+    read through a VRT that stacks the 13 bands on the 10 m grid (core.s2_products).
+    """
+    if role == "S2" and s2_products.is_product_path(path):
+        return s2_products.open_product(path)
+    if os.path.isdir(str(path)):
+        raise UserError(f"The {role} input {path} is a folder; give the {role} image file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -130,17 +141,38 @@ def spread_sample(dataset, window: Window = None, patches: int = _SAMPLE_PATCHES
     return sample
 
 
-class S1OnS2Grid:
-    """Read S1 resampled (bilinear) onto windows of the S2 pixel grid, as float32.
+# Rows per strip when looking through a whole window for one valid pixel.
+_SCAN_ROWS = 256
 
-    Pixels S1 does not cover, and S1 nodata, come back as NaN. Resampling happens in the units
-    S1 is stored in, before any dB conversion.
+
+def pixel_size_in(dataset, crs) -> float:
+    """The mean side of `dataset`'s pixels measured in the units of `crs`."""
+    left, bottom, right, top = transform_bounds(dataset.crs, crs, *dataset.bounds,
+                                                densify_pts=_DENSIFY_POINTS)
+    return math.sqrt((right - left) / dataset.width * (top - bottom) / dataset.height)
+
+
+class S1OnS2Grid:
+    """Read S1 resampled onto windows of the S2 pixel grid, as float32.
+
+    `average` when S1 is finer than the S2 grid (every S1 pixel under an S2 pixel counts, which
+    also averages speckle down), bilinear otherwise. Pixels S1 does not cover, S1 nodata, and in
+    an S1 without a nodata value the zero fill outside the swath (every band exactly 0) come
+    back as NaN, never as backscatter. Resampling happens in the units S1 is stored in, before
+    any dB conversion.
     """
 
     def __init__(self, s1, s2):
+        finer = pixel_size_in(s1, s2.crs) < abs(s2.transform.a * s2.transform.e) ** 0.5 * 0.99
+        self.resampling = Resampling.average if finer else Resampling.bilinear
+        extras = {}
+        src_nodata = s1.nodata
+        if src_nodata is None:
+            # Zero in every band is the GRD fill value; a zero in one band only is data.
+            src_nodata, extras = 0.0, {"UNIFIED_SRC_NODATA": "YES"}
         self._vrt = WarpedVRT(s1, crs=s2.crs, transform=s2.transform, width=s2.width,
-                              height=s2.height, resampling=Resampling.bilinear,
-                              src_nodata=s1.nodata, nodata=np.nan, dtype="float32")
+                              height=s2.height, resampling=self.resampling,
+                              src_nodata=src_nodata, nodata=np.nan, dtype="float32", **extras)
 
     def read(self, window: Window) -> np.ndarray:
         return self._vrt.read(window=window)
@@ -153,3 +185,61 @@ class S1OnS2Grid:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _s2_valid(values, s2):
+    return ~invalid_s2_pixels(values, s2.nodata, s2.dtypes[0])
+
+
+def valid_samples(s2, s1, s1_grid: S1OnS2Grid, window: Window):
+    """Samples of the valid pixels for value-range decisions, after making sure there is
+    something to restore: (S2 sample (bands, n) float64, S1 sample (bands, m) float64).
+
+    Raises a UserError when S2 or S1 has no valid pixel over `window` (or none where the other
+    has one). A spread sample decides in the usual case; only when it finds no pixel valid in
+    both is the whole window read, strip by strip, stopping at the first one.
+    """
+    s2_sample = spread_sample(s2, window)
+    s2_ok = _s2_valid(s2_sample, s2)
+    s1_raw = spread_sample(s1)
+    s1_sample = s1_raw[:, ~invalid_s1_pixels(s1_raw, None if s1.nodata is None else np.nan)]
+    if s2_ok.any() and s1_sample.size:
+        for row, col, height, width in _sample_windows(window):
+            part = Window(col, row, width, height)
+            if (_s2_valid(s2.read(window=part), s2)
+                    & np.isfinite(s1_grid.read(part)).all(axis=0)).any():
+                return s2_sample[:, s2_ok], s1_sample
+    any_s2 = any_s1 = False
+    for row in range(window.row_off, window.row_off + window.height, _SCAN_ROWS):
+        part = Window(window.col_off, row, window.width,
+                      min(_SCAN_ROWS, window.row_off + window.height - row))
+        dn = s2.read(window=part)
+        s2_valid = _s2_valid(dn, s2)
+        any_s2 |= bool(s2_valid.any())
+        s1_valid = np.isfinite(s1_grid.read(part)).all(axis=0)
+        any_s1 |= bool(s1_valid.any())
+        both = s2_valid & s1_valid
+        if both.any():
+            found = dn[:, both].astype(np.float64)
+            return (s2_sample[:, s2_ok] if s2_ok.any() else found), \
+                (s1_sample if s1_sample.size else s1_grid.read(part)[:, both].astype(np.float64))
+    area = "the area to restore"
+    if not any_s2:
+        raise UserError(f"The S2 image {s2.name} has no valid pixel over {area} (all nodata or "
+                        f"0); there is nothing to restore, choose an image or area with data.")
+    if not any_s1:
+        raise UserError(f"The S1 image {s1.name} has no valid pixel over {area} (all nodata or "
+                        f"0, e.g. outside the radar swath); choose an S1 image that covers it.")
+    raise UserError(f"The S1 image {s1.name} has no valid pixel where the S2 image {s2.name} "
+                    f"has data over {area}; choose an S1 image whose swath covers the S2 data.")
+
+
+def _sample_windows(window: Window, patches: int = _SAMPLE_PATCHES,
+                    size: int = _SAMPLE_PATCH_SIZE):
+    """The (row, col, height, width) patches `spread_sample` reads inside `window`."""
+    height, width = min(size, window.height), min(size, window.width)
+    rows = np.unique(np.linspace(window.row_off, window.row_off + window.height - height,
+                                 patches).round().astype(int))
+    cols = np.unique(np.linspace(window.col_off, window.col_off + window.width - width,
+                                 patches).round().astype(int))
+    return [(int(r), int(c), height, width) for r in rows for c in cols]

@@ -41,9 +41,14 @@ def test_missing_and_unreadable_inputs(tmp_path, scene):
 def test_wrong_band_counts(tmp_path, scene):
     s2, s1, model = scene
     twelve = georasters.write_tif(tmp_path / "s2_12.tif", georasters.s2_dn(96, 96)[:12])
-    _refused(twelve, s1, tmp_path / "o.tif", model, "S2 image .* 12 bands but 13")
+    _refused(twelve, s1, tmp_path / "o.tif", model, "S2 image .* 12 bands, as a Level-2A .* "
+             "needs Level-1C")
+    eleven = georasters.write_tif(tmp_path / "s2_11.tif", georasters.s2_dn(96, 96)[:11])
+    _refused(eleven, s1, tmp_path / "o.tif", model, "S2 image .* 11 bands but 13")
     vv_only = georasters.write_tif(tmp_path / "vv.tif", georasters.s1_db(96, 96)[:1])
-    _refused(s2, vv_only, tmp_path / "o.tif", model, "S1 image .* 1 band but 2")
+    _refused(s2, vv_only, tmp_path / "o.tif", model, "S1 image .* one band .*single polarisation")
+    three = georasters.write_tif(tmp_path / "s1_3.tif", georasters.s1_db(96, 96)[[0, 1, 1]])
+    _refused(s2, three, tmp_path / "o.tif", model, "S1 image .* 3 bands but 2")
 
 
 def test_inputs_without_georeferencing(tmp_path, scene):
@@ -125,10 +130,20 @@ def test_a_run_stopped_midway_leaves_the_folder_as_it_was(tmp_path, scene, stop)
     assert stop is not Cancelled or len(polls) == 4
 
 
-def test_all_nodata_area_still_succeeds(tmp_path):
-    s1_data = np.full((2, 64, 64), np.nan, np.float32)
-    s2, s1 = georasters.pair(tmp_path, rows=64, cols=64, s1=s1_data)
-    result = remove_clouds(RemovalRequest(str(s2), str(s1), str(tmp_path / "o.tif"),
-                                          model=str(tiny_models.identity_onnx(tmp_path / "m.onnx"))))
-    assert {"o.tif", "o_gate.tif"} <= files_in(tmp_path)
-    assert any("nodata" in m for m in result.messages)
+def test_an_area_without_valid_pixels_is_refused_and_nothing_written(tmp_path):
+    """S1 all NaN, S2 all zero (the L1C nodata), or the two valid only in different places:
+    nothing to restore, one sentence, no file."""
+    model = tiny_models.identity_onnx(tmp_path / "m.onnx", tile_size=32, overlap=8)
+    s2, s1 = georasters.pair(tmp_path, rows=64, cols=64,
+                             s1=np.full((2, 64, 64), np.nan, np.float32))
+    _refused(s2, s1, tmp_path / "o.tif", model, "S1 image .* no valid pixel over the area")
+    empty = georasters.write_tif(tmp_path / "empty.tif", np.zeros((13, 64, 64), np.uint16))
+    _refused(empty, s1, tmp_path / "o.tif", model, "S2 image .* no valid pixel over the area")
+    left = georasters.s1_db(64, 64)
+    left[:, :, 32:] = np.nan
+    s1_left = georasters.write_tif(tmp_path / "s1_left.tif", left)
+    right = georasters.s2_dn(64, 64, low=1)
+    right[:, :, :40] = 0
+    s2_right = georasters.write_tif(tmp_path / "s2_right.tif", right)
+    _refused(s2_right, s1_left, tmp_path / "o.tif", model, "no valid pixel where the S2 image")
+    assert not [name for name in files_in(tmp_path) if name.startswith(("o", "."))]
