@@ -610,8 +610,8 @@ def connect(args, n_scenes: int) -> tuple:
                 print(f"note: --{option.replace('_', '-')} sizes a local cluster; the cluster at "
                       f"{args.scheduler} runs with its own workers.", file=sys.stderr)
         try:
-            client = Client(args.scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
+            client = Client(args.scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(f"Cannot reach the Dask scheduler at {args.scheduler} ({exc}); check "
                             f"the address and that the scheduler is running.") from None
         workers = len(client.scheduler_info().get("workers", {}))
@@ -815,6 +815,8 @@ def run(args):
 
 def _run_on_cluster(args, scenes: list, outcomes: list, todo: list) -> bool:
     """Run the scenes `todo` on the cluster, filling `outcomes`; True when Ctrl-C cancelled."""
+    from ..core.runtime_packages import require_package
+    require_package("distributed", "dask and distributed (pip install -r requirements.txt)")
     from distributed import Event, as_completed
 
     client, cluster, description, threads = connect(args, len(todo))
