@@ -596,7 +596,8 @@ def start_local_cluster(plan: LocalPlan, dashboard_address: str):
         "nthreads": plan.threads_per_worker, "preload": preload, "silence_logs": logging.ERROR,
         "env": {"CUDA_VISIBLE_DEVICES": plan.gpus[i % len(plan.gpus)]}}}
         for i in range(plan.workers)}
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1",
+                                               "dashboard_address": dashboard_address}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
@@ -651,23 +652,30 @@ class SceneProgress:
         self.failed += outcome.status == "failed"
         if not self.enabled:
             return
-        elapsed = time.monotonic() - self.started
         line = f"{scene.name}: {outcome.status}"
         if outcome.status == "ok":
             line += f" ({outcome.megapixels:.2f} MP in {outcome.seconds:.1f} s on {outcome.device})"
         elif outcome.message:
             line += f": {outcome.message}"
         if self.tty:
-            width = 30
-            filled = int(round(width * self.done / max(self.total, 1)))
             if outcome.status not in ("ok", "skipped"):
                 sys.stderr.write("\r\033[K" + line + "\n")
-            bar = (f"\r\033[K[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                   f"scenes, {self.failed} failed, {elapsed:.0f} s{self.eta()}")
-            sys.stderr.write(bar + ("\n" if self.done >= self.total else ""))
-            sys.stderr.flush()
+            self.draw()
         else:
+            elapsed = time.monotonic() - self.started
             print(f"[{self.done}/{self.total}] {line} ({elapsed:.0f} s{self.eta()})", flush=True)
+
+    def draw(self) -> None:
+        """Redraw the bar (a terminal only): called on each scene and about once a second."""
+        if not (self.enabled and self.tty):
+            return
+        width = 30
+        filled = int(round(width * self.done / max(self.total, 1)))
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(f"\r\033[K[{'#' * filled}{'.' * (width - filled)}] {self.done}/"
+                         f"{self.total} scenes, {self.failed} failed, {elapsed:.0f} s{self.eta()}"
+                         + ("\n" if self.done >= self.total else ""))
+        sys.stderr.flush()
 
 
 def _format_number(value, digits: int) -> str:
@@ -817,7 +825,7 @@ def _run_on_cluster(args, scenes: list, outcomes: list, todo: list) -> bool:
     """Run the scenes `todo` on the cluster, filling `outcomes`; True when Ctrl-C cancelled."""
     from ..core.runtime_packages import require_package
     require_package("distributed", "dask and distributed (pip install -r requirements.txt)")
-    from distributed import Event, as_completed
+    from distributed import Event, wait
 
     client, cluster, description, threads = connect(args, len(todo))
     event_name = f"sar-cloud-removal-cancel-{uuid.uuid4().hex}"
@@ -834,11 +842,19 @@ def _run_on_cluster(args, scenes: list, outcomes: list, todo: list) -> bool:
             futures[future] = index
         pending = set(futures)
         try:
-            for future in as_completed(list(futures)):
-                index = futures[future]
-                outcomes[index] = _outcome_of(future)
-                pending.discard(future)
-                progress.update(scenes[index], outcomes[index])
+            progress.draw()
+            while pending:
+                try:
+                    done = wait(list(pending), timeout=1.0, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    done = ()
+                for future in sorted(done, key=futures.get):
+                    index = futures[future]
+                    outcomes[index] = _outcome_of(future)
+                    pending.discard(future)
+                    progress.update(scenes[index], outcomes[index])
+                if not done:
+                    progress.draw()
         except KeyboardInterrupt:
             cancelled = True
             print("\nCancelling: running scenes stop at their next tile batch ...",
