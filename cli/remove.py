@@ -37,7 +37,32 @@ def add_arguments(parser):
     parser.add_argument("--raw-network", action="store_true",
                         help="write the network's output everywhere instead of keeping the "
                              "clear pixels of the input unchanged (for benchmarking the network)")
+    add_adaptation_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_adaptation_arguments(parser):
+    """--adapt and its settings (shared with `batch`)."""
+    parser.add_argument("--adapt", action="store_true",
+                        help="first fine-tune a copy of the network on the scene's own clear "
+                             "pixels (needs torch; see the README's scene adaptation section)")
+    parser.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
+                        help="time budget of --adapt (default: 60 s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of --adapt's random draws (default: %(default)s)")
+    parser.add_argument("--save-adapted", default=None, metavar="PATH.pt",
+                        help="keep the adapted network in this file")
+
+
+def adaptation_summary(result) -> str:
+    """' adapted to the scene (…)' / ' not adapted (…)' for the summary line, or ''."""
+    outcome = result.adaptation
+    if outcome is None:
+        return ""
+    if not outcome.adapted:
+        return "; not adapted to the scene (see the note)"
+    return (f"; adapted to the scene in {outcome.seconds:.0f} s, held-out error "
+            f"{outcome.improvement:.0%} lower")
 
 
 def parse_aoi(text):
@@ -87,14 +112,17 @@ class ProgressBar:
 
 
 def run(args):
-    from ..core.engine import RemovalRequest, remove_clouds
+    from ..adaptation import remove_clouds
+    from ..core.engine import RemovalRequest
 
     aoi, aoi_crs = parse_aoi(args.aoi) if args.aoi else (None, None)
     request = RemovalRequest(
         s2_path=args.s2, s1_path=args.s1, out_path=args.out, gate_path=args.gate,
         aoi=aoi, aoi_crs=aoi_crs, model=args.model, backend=args.backend, device=args.device,
         tile_size=args.tile, overlap=args.overlap, s2_offset=args.s2_offset,
-        threads=args.threads, batch_size=args.batch_size, raw_network=args.raw_network)
+        threads=args.threads, batch_size=args.batch_size, raw_network=args.raw_network,
+        adapt=args.adapt, adapt_seconds=args.adapt_seconds, seed=args.seed,
+        save_adapted=args.save_adapted)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     result = remove_clouds(request, progress=bar)
     for message in result.messages:
@@ -103,5 +131,5 @@ def run(args):
     print(f"Restored {megapixels:.2f} MP ({result.width}x{result.height} px) in "
           f"{result.seconds:.1f} s ({megapixels / max(result.seconds, 1e-9):.2f} MP/s) with "
           f"{result.model_name} on {result.backend}/{result.device}: {result.out_path}, "
-          f"gate: {result.gate_path}")
+          f"gate: {result.gate_path}{adaptation_summary(result)}")
     return 0
