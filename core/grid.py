@@ -229,7 +229,7 @@ def valid_samples(s2, s1, s1_grid: S1OnS2Grid, window: Window):
                         f"0); there is nothing to restore, choose an image or area with data.")
     if not any_s1:
         raise UserError(f"The S1 image {s1.name} has no valid pixel over {area} (all nodata or "
-                        f"0, e.g. outside the radar swath); choose an S1 image that covers it.")
+                        f"0, as outside the radar swath); choose an S1 image that covers it.")
     raise UserError(f"The S1 image {s1.name} has no valid pixel where the S2 image {s2.name} "
                     f"has data over {area}; choose an S1 image whose swath covers the S2 data.")
 

@@ -14,6 +14,9 @@ The bands are stacked on the 10 m grid on the fly by a GDAL VRT (nearest neighbo
 pixels is ever written. The VRT carries what the metadata says about the radiometric offset
 (`PROCESSING_BASELINE`, `RADIO_ADD_OFFSET`), which `core.sensors` reads before any guess.
 L2A (surface reflectance) products are refused: the networks take L1C.
+
+rasterio is imported only when a product is opened: the QGIS face asks this module about layer
+names when the plugin loads, before it knows rasterio is there.
 """
 import json
 import os
@@ -25,9 +28,6 @@ from typing import Optional
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
 from .errors import UserError
 
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
@@ -37,7 +37,7 @@ L2A_METADATA = ("MTD_MSIL2A.xml",)
 SENTINEL2_SUBDATASET = re.compile(r"^SENTINEL2_(L1C|L2A|L1B)(?:_TILE)?:(.*?)(?::[^:/\\]*:[^:/\\]*)?$")
 # A band token in a file name: B1 … B12, B01 … B09, B8A / B08A, not part of a longer word.
 _BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])B0?(1[0-2]|[1-9])(A?)(?![A-Za-z0-9])", re.IGNORECASE)
-WHERE_TO_GET_L1C = ("download the Level-1C product of the same date (S2MSI1C, e.g. from the "
+WHERE_TO_GET_L1C = ("download the Level-1C product of the same date (S2MSI1C, from the "
                     "Copernicus Data Space Ecosystem, dataspace.copernicus.eu, or Earth Engine's "
                     "COPERNICUS/S2_HARMONIZED collection)")
 
@@ -50,28 +50,54 @@ def _l2a_refusal(path) -> UserError:
 def is_product_path(path) -> bool:
     """Whether `path` names a product or band folder rather than a single raster file."""
     text = str(path)
-    if SENTINEL2_SUBDATASET.match(text):
+    if product_of_subdataset(text) is not None:
         return True
     p = Path(text)
-    return p.is_dir() or p.suffix.lower() in (".zip", ".xml")
+    return p.is_dir() or p.suffix.lower() in (".zip", ".xml", ".safe")
+
+
+# A band file inside a product, as QGIS lists a zipped product's contents:
+# .../X.SAFE/GRANULE/<granule>/IMG_DATA/[R10m/]<tile>_<date>_B04[_10m].jp2
+_BAND_IN_PRODUCT = re.compile(r"^(.*?\.SAFE)/GRANULE/[^/]+/IMG_DATA/(?:R\d+m/)?[^/]+\.jp2$",
+                              re.IGNORECASE)
 
 
 def product_of_subdataset(name: str) -> Optional[str]:
-    """The product path of a GDAL SENTINEL2 sub-dataset name, or None for other names.
+    """The product a GDAL name belongs to, or None for other names.
 
     `SENTINEL2_L1C:/data/X.SAFE/MTD_MSIL1C.xml:10m:EPSG_32631` -> `/data/X.SAFE/MTD_MSIL1C.xml`;
-    a product inside a zip (`/vsizip//data/X.zip/X.SAFE/MTD_MSIL1C.xml`) -> `/data/X.zip`.
+    a product inside a zip (`/vsizip//data/X.zip/X.SAFE/MTD_MSIL1C.xml`) -> `/data/X.zip`; a
+    band file of a product (`/data/X.SAFE/GRANULE/G/IMG_DATA/T31UFQ_..._B04.jp2`, what QGIS
+    3.22 lists inside a zipped product) -> the product.
     """
-    match = SENTINEL2_SUBDATASET.match(str(name))
-    if not match:
-        return None
-    path = match.group(2)
+    text = str(name).replace("\\", "/")
+    if text.startswith("/vsizip/SENTINEL2_"):   # QGIS 3.22 lists zipped sub-datasets so
+        text = text[len("/vsizip/"):]
+    match = SENTINEL2_SUBDATASET.match(text)
+    if match:
+        path = match.group(2)
+    else:
+        band = _BAND_IN_PRODUCT.match(text)
+        if not band:
+            return None
+        path = band.group(1)
     if path.startswith("/vsizip/"):
         inner = path[len("/vsizip/"):]
         cut = inner.lower().find(".zip")
         if cut >= 0:
             return inner[:cut + 4]
     return path
+
+
+def product_level(name: str) -> Optional[str]:
+    """"L1C", "L2A" or "L1B" for a name `product_of_subdataset` recognises, else None."""
+    if product_of_subdataset(name) is None:
+        return None
+    text = str(name)
+    for level in ("L1C", "L2A", "L1B"):
+        if f"SENTINEL2_{level}" in text or f"MSI{level}" in text.upper():
+            return level
+    return "L1C"
 
 
 def _band_of(filename: str) -> Optional[str]:
@@ -130,7 +156,7 @@ def _band_files_from_mtd(root, base: str, path) -> dict:
         files[band] = f"{base}/{relative}.jp2"
     if len(granules) > 1:
         raise UserError(f"The S2 product {path} holds {len(granules)} tiles (granules), an old "
-                        f"multi-tile product; give one tile, e.g. converted with gdal_translate "
+                        f"multi-tile product; give one tile, converted with gdal_translate "
                         f"from one of its sub-datasets.")
     if not files:
         raise UserError(f"The S2 product {path} lists no band files in its metadata; give the "
@@ -231,7 +257,7 @@ def _band_folder(folder: Path, path):
     if missing:
         raise UserError(f"The S2 folder {path} lacks band file(s) {', '.join(missing)}; the "
                         f"network needs all 13 L1C bands ({', '.join(S2_BANDS)}), named in the "
-                        f"file names (e.g. B8A.tif).")
+                        f"file names (such as B8A.tif).")
     return {band: str(file.resolve()) for band, file in files.items()}, _gee_metadata(folder,
                                                                                         path)
 
@@ -241,7 +267,7 @@ def _locate(path):
     text = str(path)
     sub = product_of_subdataset(text)
     if sub is not None:
-        if text.startswith("SENTINEL2_L2A"):
+        if product_level(text) == "L2A":
             raise _l2a_refusal(sub)
         text = sub
     p = Path(text)
@@ -271,6 +297,9 @@ def _locate(path):
 
 
 def _open_band(file: str, band: str, path):
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -351,6 +380,8 @@ class ProductDataset:
 
 def open_product(path) -> ProductDataset:
     """Open a SAFE folder / zip / MTD_MSIL1C.xml / band folder as a 13-band 10 m dataset."""
+    import rasterio
+
     files, tags = _locate(path)
     dataset = rasterio.open(build_vrt(files, tags, path))
     local = [f for f in files.values() if not f.startswith("/vsi")]

@@ -184,7 +184,7 @@ def check_s2_bands(dataset, band_names) -> None:
                 "has 12 bands, as a Level-2A (surface reflectance) image has (no B10)")
         raise UserError(f"The S2 image {dataset.name} {what}, but the network needs Level-1C "
                         f"(13 bands B1 … B12 with B8A and B10, top-of-atmosphere): download the "
-                        f"Level-1C product of the same date (S2MSI1C, e.g. from the Copernicus "
+                        f"Level-1C product of the same date (S2MSI1C, from the Copernicus "
                         f"Data Space Ecosystem, dataspace.copernicus.eu) and give its .SAFE "
                         f"folder, .zip or band files.")
     if count != expected:
@@ -202,7 +202,7 @@ def check_s1_bands(dataset, band_names) -> None:
     cross = [pol for pol in ("HH", "HV") if any(pol in d for d in descriptions)
              or f"POLARISATION={pol}" in text or f"POLARIZATION={pol}" in text]
     advice = ("the network needs dual-polarisation VV + VH (an IW or EW GRD product of type "
-              "1SDV, e.g. from the Copernicus Data Space Ecosystem, dataspace.copernicus.eu); "
+              "1SDV, from the Copernicus Data Space Ecosystem, dataspace.copernicus.eu); "
               "give a 2-band VV, VH image")
     if cross:
         raise UserError(f"The S1 image {dataset.name} holds {'/'.join(cross)} polarisation "

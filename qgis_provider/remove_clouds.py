@@ -15,8 +15,9 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
 
 from ..core.errors import UserError
 from ..ui.i18n import tr
-from ..ui.layers import file_path, style_gate, style_true_colour
+from ..ui.layers import file_path, s2_level, s2_product_path, style_gate, style_true_colour
 from ..ui.settings import DEVICES  # the engine's device names, in the DEVICE options' order
+from ..ui.settings import S2_OFFSETS  # the engine's offset settings, in S2_OFFSET's order
 
 
 class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
@@ -28,6 +29,7 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     RAW_NETWORK = "RAW_NETWORK"
+    S2_OFFSET = "S2_OFFSET"
     OUTPUT = "OUTPUT"
     GATE_OUTPUT = "GATE_OUTPUT"
 
@@ -54,10 +56,18 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         return tr(
             "Restores a cloudy Sentinel-2 L1C image with a co-registered Sentinel-1 SAR image "
             "(radar sees through clouds) using a neural network (IB-HFN by default).\n\n"
-            "Sentinel-2: 13 bands B1…B12 (with B8A and B10) in digital numbers; "
-            "products after January 2022 may carry the +1000 offset, which is detected.\n"
+            "Sentinel-2: a 13-band L1C image B1…B12 (with B8A and B10) in digital numbers, "
+            "a loaded sub-layer of an L1C product, or the path of a product as downloaded "
+            "(.SAFE folder, its .zip, its MTD_MSIL1C.xml) or of a folder of one GeoTIFF per "
+            "band (B1…B12, B8A in the file names). Level-2A is refused: the network needs "
+            "L1C.\n"
+            "Sentinel-2 DN offset: products processed with baseline 04.00 or later (from "
+            "25 January 2022) carry +1000. Auto reads it from the product's metadata, else "
+            "from the pixels, and stops with a message when a scene is too cloudy to tell; "
+            "then choose 0 or 1000.\n"
             "Sentinel-1: 2 bands VV and VH, in dB or linear power, on any grid; it is "
-            "reprojected onto the Sentinel-2 grid.\n"
+            "reprojected onto the Sentinel-2 grid (averaged when finer). Zeros outside the "
+            "swath and nodata give nodata in the result.\n"
             "Area of interest: leave empty to process where both images overlap.\n"
             "Model: leave empty for the shipped model, or give a .onnx / .pt file or the "
             "name of a registered model.\n"
@@ -74,6 +84,12 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.S2, tr("Cloudy Sentinel-2 L1C image (13 bands)")))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.S2_OFFSET, tr("Sentinel-2 DN offset"),
+            options=[tr("Auto (from the product's metadata, else the pixels)"),
+                     tr("0 (processed before 2022)"),
+                     tr("1000 (processing baseline 04.00 or later, from 2022)")],
+            defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.S1, tr("Sentinel-1 GRD image (VV, VH)")))
         self.addParameter(QgsProcessingParameterExtent(
@@ -120,14 +136,15 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         gate_path = self.parameterAsOutputLayer(parameters, self.GATE_OUTPUT, context)
         request = RemovalRequest(
-            s2_path=self._raster_file(parameters, self.S2, "Sentinel-2", context),
+            s2_path=self._s2_input(parameters, context),
             s1_path=self._raster_file(parameters, self.S1, "Sentinel-1", context),
             out_path=out_path, gate_path=gate_path, aoi=aoi, aoi_crs=aoi_crs,
             model=self.parameterAsFile(parameters, self.MODEL, context) or "default",
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
             overlap=self._optional_int(parameters, self.OVERLAP, context),
-            raw_network=self.parameterAsBoolean(parameters, self.RAW_NETWORK, context))
+            raw_network=self.parameterAsBoolean(parameters, self.RAW_NETWORK, context),
+            s2_offset=S2_OFFSETS[self.parameterAsEnum(parameters, self.S2_OFFSET, context)])
         try:
             result = remove_clouds(request, progress=ProgressRelay(feedback),
                                    is_cancelled=feedback.isCanceled)
@@ -141,6 +158,37 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         StyleOnLoad.attach(context, out_path, style_true_colour)
         StyleOnLoad.attach(context, gate_path, style_gate)
         return {self.OUTPUT: out_path, self.GATE_OUTPUT: gate_path}
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
+        """Let S2 be a product path (a .SAFE folder, .zip, MTD_MSIL1C.xml or band folder),
+        which the raster-layer check would refuse because QGIS cannot open it as one layer."""
+        if self._s2_product_value(parameters) is None:
+            return super().checkParameterValues(parameters, context)
+        for definition in self.parameterDefinitions():   # the base check, all but S2
+            if definition.name() != self.S2 and not definition.checkValueIsAcceptable(
+                    parameters.get(definition.name()), context):
+                return False, tr("Incorrect parameter value for {}").format(definition.name())
+        return True, ""
+
+    def _s2_product_value(self, parameters):
+        """The S2 parameter when it is a path to a Sentinel-2 product or band folder."""
+        value = parameters.get(self.S2)
+        if not isinstance(value, str) or not value:
+            return None
+        from ..core.s2_products import is_product_path   # pure Python, no rasterio
+
+        return value if is_product_path(value) else None
+
+    def _s2_input(self, parameters, context):
+        """What the engine opens as S2: a product given by path, the product of a loaded
+        product sub-layer, or the layer's file (the engine explains what it cannot take)."""
+        product = self._s2_product_value(parameters)
+        if product is not None:
+            return product
+        layer = self.parameterAsRasterLayer(parameters, self.S2, context)
+        if layer is not None and s2_product_path(layer) is not None:
+            return layer.source() if s2_level(layer) != "L1C" else s2_product_path(layer)
+        return self._raster_file(parameters, self.S2, "Sentinel-2", context)
 
     def _raster_file(self, parameters, name, label, context):
         """The layer's file path: the engine streams windows from files with rasterio, so layers

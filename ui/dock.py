@@ -131,7 +131,9 @@ class SarCloudRemovalDock(QgsDockWidget):
         form.setRowWrapPolicy(QFormLayout.WrapAllRows)  # labels above fields keep the dock narrow
         self.s2_combo = QgsMapLayerComboBox()
         self.s2_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.s2_combo.setToolTip(tr("Cloudy Sentinel-2 L1C image, 13 bands B1 to B12 (DN)."))
+        self.s2_combo.setToolTip(tr("Cloudy Sentinel-2 L1C image, 13 bands B1 to B12 (DN), or "
+                                    "a sub-layer of a loaded L1C product (.SAFE folder, .zip or "
+                                    "MTD_MSIL1C.xml), which stands for the whole product."))
         self.s1_combo = QgsMapLayerComboBox()
         self.s1_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.s1_combo.setAllowEmptyLayer(True)
@@ -140,7 +142,18 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.s1_hint = QLabel()
         self.s1_hint.setWordWrap(True)
         self.s1_hint.setStyleSheet(HINT_STYLE)
+        self.s2_offset_combo = QComboBox()
+        for label, value in zip((tr("Auto (from the product's metadata)"),
+                                 tr("0 (processed before 2022)"),
+                                 tr("1000 (processing baseline 04.00+, from 2022)")),
+                                settings.S2_OFFSETS):
+            self.s2_offset_combo.addItem(label, value)
+        self.s2_offset_combo.setToolTip(tr(
+            "Sentinel-2 products processed with baseline 04.00 or later (from 25 January 2022) "
+            "carry a +1000 DN offset. Auto reads it from the product's metadata, else judges "
+            "it from the pixels and asks for this setting when a scene is too cloudy to tell."))
         form.addRow(tr("Sentinel-2 (cloudy)"), self.s2_combo)
+        form.addRow(tr("Sentinel-2 DN offset"), self.s2_offset_combo)
         form.addRow(tr("Sentinel-1 (SAR)"), self.s1_combo)
         form.addRow("", self.s1_hint)
         return box
@@ -269,7 +282,8 @@ class SarCloudRemovalDock(QgsDockWidget):
             device=self.device_combo.currentData(),
             tile_size=self.tile_spin.value() or None,
             overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
-            raw_network=self.raw_network_check.isChecked())
+            raw_network=self.raw_network_check.isChecked(),
+            s2_offset=self.s2_offset_combo.currentData())
 
     def prefill(self, s2: Optional[QgsRasterLayer], s1: Optional[QgsRasterLayer]) -> None:
         """Show the layers a one-click run was asked for, so the user only fixes what is wrong."""
@@ -324,6 +338,7 @@ class SarCloudRemovalDock(QgsDockWidget):
     # -- reactions -----------------------------------------------------------------------------
 
     def _on_s2_changed(self, s2) -> None:
+        self.s2_offset_combo.setCurrentIndex(0)   # an offset set for one scene is not for the next
         self._suggest_s1(s2)
         self._reset_aoi()
 
@@ -334,6 +349,8 @@ class SarCloudRemovalDock(QgsDockWidget):
         if s2_problem(s2):
             loaded = list(layers) + list(QgsProject.instance().mapLayers().values())
             fitting = [layer for layer in loaded if not s2_problem(layer)]  # just added first
+            # Of a product's sub-layers, the 10 m one (the grid the result is written on).
+            fitting.sort(key=lambda layer: ":10m:" not in layer.source())
             if fitting:
                 self.s2_combo.setLayer(fitting[0])  # suggests the S1 and resets the AOI
                 return

@@ -57,6 +57,36 @@ def file_path(layer: QgsRasterLayer) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
+def s2_product_path(layer: QgsRasterLayer) -> Optional[str]:
+    """The Sentinel-2 product a SENTINEL2 sub-layer belongs to, or None for other layers.
+
+    QGIS opens a .SAFE product or its MTD_MSIL1C.xml as separate 10 m / 20 m / 60 m
+    sub-layers (`SENTINEL2_L1C:<MTD_MSIL1C.xml>:10m:EPSG_32631`), and lists a zipped product's
+    band files; any of them stands for the whole product, which the engine reads as the 13-band
+    stack.
+    """
+    if layer.providerType() != "gdal":
+        return None
+    from ..core.s2_products import product_of_subdataset   # pure Python, no rasterio
+
+    return product_of_subdataset(layer.source())
+
+
+def s2_level(layer: QgsRasterLayer) -> str:
+    """"L1C", "L2A" or "L1B" for a layer of a Sentinel-2 product, "" for other layers."""
+    if layer.providerType() != "gdal":
+        return ""
+    from ..core.s2_products import product_level
+
+    return product_level(layer.source()) or ""
+
+
+def s2_input_path(layer: QgsRasterLayer) -> Optional[str]:
+    """What the engine opens for an S2 layer: its product for a Sentinel-2 sub-layer, else the
+    layer's file."""
+    return s2_product_path(layer) or file_path(layer)
+
+
 def extent_in_crs(layer: QgsMapLayer, crs: QgsCoordinateReferenceSystem,
                   project: QgsProject) -> QgsRectangle:
     """The layer's extent as a bounding box in `crs`; empty when it cannot be transformed."""

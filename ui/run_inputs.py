@@ -12,7 +12,8 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 
 from ..core.model_spec import MODEL_SUFFIXES
 from .i18n import tr
-from .layers import S1_BAND_COUNT, S2_BAND_COUNT, file_path, is_raster, overlap_in_s2_crs
+from .layers import (S1_BAND_COUNT, S2_BAND_COUNT, file_path, is_raster, overlap_in_s2_crs,
+                     s2_input_path, s2_level, s2_product_path)
 
 OUTPUT_SUFFIX = "_cloudfree"
 
@@ -28,6 +29,7 @@ class RunInputs:
     tile_size: Optional[int] = None     # None = the model's own value
     overlap: Optional[int] = None
     raw_network: bool = False           # True: write the network's output over clear pixels too
+    s2_offset: str = "auto"             # auto | 0 | 1000 (DN subtracted from S2)
 
 
 def is_writable_folder(path: str) -> bool:
@@ -60,8 +62,39 @@ def _layer_problem(layer: Optional[QgsRasterLayer], sensor: str, bands: int,
     return ""
 
 
+L1C_NEEDED = ("the network needs Level-1C (13 bands, top-of-atmosphere): load the Level-1C "
+              "product of the same date (S2MSI1C, from dataspace.copernicus.eu).")
+
+
 def s2_problem(layer: Optional[QgsRasterLayer]) -> str:
+    """Why `layer` cannot be the S2 input, or "". A sub-layer of a Sentinel-2 L1C product (the
+    10 m one QGIS adds, or any other) stands for its whole product."""
+    if is_raster(layer) and s2_product_path(layer) is not None:
+        level = s2_level(layer)
+        if level != "L1C":
+            return tr("The Sentinel-2 layer '{}' belongs to a Level-{} product, but {}").format(
+                layer.name(), level[1:], tr(L1C_NEEDED))
+        return ""
+    if is_raster(layer) and layer.bandCount() == S2_BAND_COUNT - 1:
+        return tr("The Sentinel-2 layer '{}' has 12 bands, as a Level-2A (surface reflectance) "
+                  "image has, but {}").format(layer.name(), tr(L1C_NEEDED))
     return _layer_problem(layer, "Sentinel-2", S2_BAND_COUNT, "B1 to B12")
+
+
+def s2_output_name(layer: QgsRasterLayer) -> str:
+    """The name results are called after: the product's (…_MSIL1C_…) for a product sub-layer,
+    whose layer name is a long GDAL string, else the layer's."""
+    product = s2_product_path(layer)
+    if product is None:
+        return layer.name()
+    path = product.replace("\\", "/").rstrip("/")
+    if path.endswith(".xml"):
+        path = path.rsplit("/", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    for suffix in (".zip", ".SAFE"):
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    return name
 
 
 def s1_problem(layer: Optional[QgsRasterLayer]) -> str:
@@ -81,8 +114,13 @@ def effective_aoi(inputs: RunInputs, project: QgsProject) -> QgsRectangle:
 def aoi_size_pixels(inputs: RunInputs, project: QgsProject) -> Tuple[int, int]:
     """Width and height of the processed area in S2 pixels, to say how big a run will be."""
     aoi = effective_aoi(inputs, project)
-    return (round(aoi.width() / inputs.s2.rasterUnitsPerPixelX()),
-            round(aoi.height() / inputs.s2.rasterUnitsPerPixelY()))
+    # A product is restored on its 10 m grid whichever of its sub-layers was chosen.
+    product = s2_product_path(inputs.s2) is not None
+    x_res = min(10.0, inputs.s2.rasterUnitsPerPixelX()) if product \
+        else inputs.s2.rasterUnitsPerPixelX()
+    y_res = min(10.0, inputs.s2.rasterUnitsPerPixelY()) if product \
+        else inputs.s2.rasterUnitsPerPixelY()
+    return round(aoi.width() / x_res), round(aoi.height() / y_res)
 
 
 def input_problem(inputs: RunInputs, project: QgsProject,
@@ -139,11 +177,12 @@ def build_request(inputs: RunInputs, project: QgsProject):
     from ..core.engine import RemovalRequest
 
     os.makedirs(inputs.output_dir, exist_ok=True)
-    out_path, gate_path = unique_output_paths(inputs.output_dir, inputs.s2.name())
+    out_path, gate_path = unique_output_paths(inputs.output_dir, s2_output_name(inputs.s2))
     aoi = effective_aoi(inputs, project)
     return RemovalRequest(
-        s2_path=file_path(inputs.s2), s1_path=file_path(inputs.s1),
+        s2_path=s2_input_path(inputs.s2), s1_path=file_path(inputs.s1),
         out_path=out_path, gate_path=gate_path,
         aoi=(aoi.xMinimum(), aoi.yMinimum(), aoi.xMaximum(), aoi.yMaximum()),  # S2 CRS
         model=inputs.model, device=inputs.device,
-        tile_size=inputs.tile_size, overlap=inputs.overlap, raw_network=inputs.raw_network)
+        tile_size=inputs.tile_size, overlap=inputs.overlap, raw_network=inputs.raw_network,
+        s2_offset=inputs.s2_offset)

@@ -7,6 +7,10 @@ from qgis.PyQt.QtCore import QStandardPaths
 
 PREFIX = "sar_cloud_removal/"
 DEVICES = ("auto", "cuda", "cpu")
+# The S2 radiometric offset choices of the dock and of Processing's S2_OFFSET, in that order.
+# Not remembered between runs: an offset right for one scene is wrong for a scene of another
+# year, so every new S2 choice starts from auto (the product's metadata, else its pixels).
+S2_OFFSETS = ("auto", "0", "1000")
 
 
 def default_output_folder() -> str:
