@@ -12,9 +12,12 @@ from ..core.errors import UserError
 
 def add_arguments(parser):
     parser.add_argument("--s1", required=True, metavar="PATH",
-                        help="Sentinel-1 GRD GeoTIFF, 2 bands (VV, VH) in dB or linear power")
+                        help="Sentinel-1 GRD GeoTIFF, 2 bands (VV, VH) in dB or linear power; "
+                             "zeros outside the swath and nodata give nodata")
     parser.add_argument("--s2", required=True, metavar="PATH",
-                        help="Sentinel-2 L1C GeoTIFF, 13 bands (B1..B12 incl. B8A and B10)")
+                        help="Sentinel-2 L1C: a 13-band raster (B1..B12 incl. B8A and B10), a "
+                             ".SAFE product folder, its .zip, its MTD_MSIL1C.xml, or a folder of "
+                             "one GeoTIFF per band (B1..B12, B8A in the file names)")
     parser.add_argument("--out", required=True, metavar="PATH", help="restored 13-band GeoTIFF")
     parser.add_argument("--gate", metavar="PATH",
                         help="gate-confidence GeoTIFF (default: <out>_gate.tif)")
@@ -30,7 +33,9 @@ def add_arguments(parser):
                         help="tile overlap in pixels (default: the model's)")
     parser.add_argument("--s2-offset", default="auto", metavar="auto|N",
                         help="radiometric offset to subtract from S2 DN: 1000 for products of "
-                             "processing baseline 04.00+ (after January 2022); auto detects it")
+                             "processing baseline 04.00+ (from 25 January 2022), 0 before; auto "
+                             "reads it from the product's metadata, else judges the pixels and "
+                             "stops when a scene is too cloudy to tell")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="tiles per inference call (default: %(default)s)")
