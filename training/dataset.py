@@ -63,7 +63,7 @@ class RealTriplets:
 SELECTION_COVERAGES = (0.3, 0.6, 0.9)
 
 
-def simulated_triplets(pairs, seed: int = 0) -> list:
+def simulated_triplets(pairs, seed: int = 0, coverages=SELECTION_COVERAGES) -> list:
     """Fixed cloudy versions of held-out clear pairs, for choosing checkpoints: the same clouds
     at every validation, with their exact masks and regions."""
     from .regions import CLEAR, simulated_regions
@@ -71,7 +71,7 @@ def simulated_triplets(pairs, seed: int = 0) -> list:
 
     triplets = []
     for index, pair in enumerate(pairs):
-        for coverage in SELECTION_COVERAGES:
+        for coverage in coverages:
             rng = np.random.default_rng([seed, index, int(coverage * 100)])
             sample = simulate_clouds(pair.s2, rng, kind="mixed", coverage=coverage)
             regions = simulated_regions(sample.cloud, sample.shadow)

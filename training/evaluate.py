@@ -148,11 +148,13 @@ def write_triplet_inputs(triplet, folder: Path):
 
 
 def restore_through_engine(triplet, folder: Path, **request) -> tuple:
-    """Run the engine (tiling, blending, offset, keep-clear) on one triplet; returns (restored on
-    [0, 1], gate) as the user's files hold them, and the run's result."""
+    """Run the faces' entry point (scene adaptation when asked, then the engine: tiling,
+    blending, offset, keep-clear) on one triplet; returns (restored on [0, 1], gate) as the
+    user's files hold them, and the run's result."""
     import rasterio
 
-    from ..core.engine import RemovalRequest, remove_clouds
+    from ..adaptation import remove_clouds
+    from ..core.engine import RemovalRequest
 
     folder.mkdir(parents=True, exist_ok=True)
     s2_path, s1_path = write_triplet_inputs(triplet, folder)
