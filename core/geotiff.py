@@ -6,7 +6,6 @@ are complete. An error, a cancel or Ctrl-C removes the temporary files: users ne
 half-written image that looks finished.
 """
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from .errors import UserError
+from .partials import commit_lock, partial_path, remove_stale_partials
 
 _BLOCK = 256
 
@@ -32,12 +32,9 @@ def _creation_options(dtype) -> dict:
 
 
 def _temporary_beside(target: Path) -> Path:
-    """A hidden, unique name in the target's folder (so the final rename stays atomic).
-
-    The stem is cut short so that a target name near the file system's length limit still
-    leaves room for the temporary one.
-    """
-    return target.with_name(f".{target.stem[:40]}.{uuid.uuid4().hex[:12]}.partial.tif")
+    """A hidden, unique name in the target's folder (so the final rename stays atomic) that
+    names the writing process, so a later run can tell a crash leftover (core.partials)."""
+    return partial_path(target)
 
 
 def _create(temp: Path, target: Path, profile: dict):
@@ -86,6 +83,10 @@ class OutputPair:
         self._datasets = []
 
     def __enter__(self):
+        # Leftovers of runs that were killed (SIGKILL, a QGIS crash) before they could clean up.
+        self.stale_removed = []
+        for folder in dict.fromkeys(target.parent for target in self.targets):
+            self.stale_removed += remove_stale_partials(folder)
         try:
             for target, profile in zip(self.targets, self._profiles):
                 self._temps.append(_temporary_beside(target))
@@ -110,12 +111,18 @@ class OutputPair:
             _verify_readable(temp, target)
         out_target, gate_target = self.targets
         out_temp, gate_temp = self._temps
-        os.replace(out_temp, out_target)
-        try:
+        # The pair is replaced under a lock, the old pair removed first and the restored image
+        # named last: whoever stops where, the folder never holds a restored image from one run
+        # beside a gate from another (at worst a gate alone, or nothing).
+        with commit_lock(out_target):
+            for old in (out_target, gate_target):
+                old.unlink(missing_ok=True)
             os.replace(gate_temp, gate_target)
-        except BaseException:
-            out_target.unlink(missing_ok=True)
-            raise
+            try:
+                os.replace(out_temp, out_target)
+            except BaseException:
+                gate_target.unlink(missing_ok=True)
+                raise
         self._temps = []
 
     def __exit__(self, exc_type, exc, tb):
