@@ -208,6 +208,11 @@ class SarCloudRemovalPlugin:
         device = tr("{} ({})").format(result.device.upper(), result.backend)
         text = tr("Clouds removed in {:.1f} s on {}: {}").format(
             result.seconds, device, os.path.basename(result.out_path))
+        outcome = result.adaptation
+        if outcome is not None:
+            text += " " + (tr("Adapted to the scene in {:.0f} s: held-out error {:.0%} "
+                              "lower.").format(outcome.seconds, outcome.improvement)
+                           if outcome.adapted else tr("Not adapted to the scene (details)."))
         self.dock.set_device_used(device)
         self.dock.set_progress(100)
         self.dock.set_status(text, "success")

@@ -29,6 +29,8 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     RAW_NETWORK = "RAW_NETWORK"
+    ADAPT = "ADAPT"
+    ADAPT_SECONDS = "ADAPT_SECONDS"
     S2_OFFSET = "S2_OFFSET"
     OUTPUT = "OUTPUT"
     GATE_OUTPUT = "GATE_OUTPUT"
@@ -76,7 +78,10 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             "Tile size / overlap (advanced): leave empty for the model's own values; a "
             "smaller tile needs less memory.\n"
             "Raw network output (advanced): write the network's output everywhere; by "
-            "default the pixels the gate finds clear are written unchanged from the input.\n\n"
+            "default the pixels the gate finds clear are written unchanged from the input.\n"
+            "Adapt to this scene: before restoring, fine-tune a copy of the network on the "
+            "scene's own clear pixels for the given budget (advanced); it is kept only if it "
+            "restores held-out clear pixels better, and the log says what happened.\n\n"
             "Outputs: the restored 13-band image on the Sentinel-2 grid, in the input's units, "
             "and a gate-confidence layer (1 = clear sky, the optical signal passes through; "
             "0 = reconstructed from SAR). Both are GeoTIFF files.")
@@ -116,6 +121,12 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
         self._add_advanced(QgsProcessingParameterBoolean(
             self.RAW_NETWORK, tr("Raw network output (do not keep clear pixels unchanged)"),
             defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.ADAPT, tr("Adapt to this scene first (fine-tune on its clear pixels; needs "
+                           "torch)"), defaultValue=False))
+        self._add_advanced(QgsProcessingParameterNumber(
+            self.ADAPT_SECONDS, tr("Adaptation budget in seconds"),
+            type=QgsProcessingParameterNumber.Double, defaultValue=60.0, minValue=1.0))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, tr("Restored Sentinel-2")))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -128,7 +139,8 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         # Imported here so that listing the Toolbox or loading the plugin never pays for the
         # engine's numpy/rasterio imports.
-        from ..core.engine import RemovalRequest, remove_clouds
+        from ..adaptation import remove_clouds
+        from ..core.engine import RemovalRequest
 
         aoi, aoi_crs = self._area_of_interest(parameters, context)
         # The engine refuses names other than .tif: the Toolbox only offers .tif, but
@@ -144,7 +156,9 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             tile_size=self._optional_int(parameters, self.TILE_SIZE, context),
             overlap=self._optional_int(parameters, self.OVERLAP, context),
             raw_network=self.parameterAsBoolean(parameters, self.RAW_NETWORK, context),
-            s2_offset=S2_OFFSETS[self.parameterAsEnum(parameters, self.S2_OFFSET, context)])
+            s2_offset=S2_OFFSETS[self.parameterAsEnum(parameters, self.S2_OFFSET, context)],
+            adapt=self.parameterAsBoolean(parameters, self.ADAPT, context),
+            adapt_seconds=self.parameterAsDouble(parameters, self.ADAPT_SECONDS, context))
         try:
             result = remove_clouds(request, progress=ProgressRelay(feedback),
                                    is_cancelled=feedback.isCanceled)

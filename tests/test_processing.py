@@ -52,18 +52,19 @@ def test_provider_lists_the_algorithm_with_the_spec_parameters(provider):
     assert alg is not None and alg.shortHelpString()
     definitions = {p.name(): p for p in alg.parameterDefinitions()}
     assert list(definitions) == ["S2", "S2_OFFSET", "S1", "EXTENT", "MODEL", "DEVICE",
-                                 "TILE_SIZE", "OVERLAP", "RAW_NETWORK", "OUTPUT", "GATE_OUTPUT"]
+                                 "TILE_SIZE", "OVERLAP", "RAW_NETWORK", "ADAPT", "ADAPT_SECONDS",
+                                 "OUTPUT", "GATE_OUTPUT"]
     types = {name: p.type() for name, p in definitions.items()}
     assert types == {"S2": "raster", "S2_OFFSET": "enum", "S1": "raster", "EXTENT": "extent",
                      "MODEL": "file", "DEVICE": "enum", "TILE_SIZE": "number",
-                     "OVERLAP": "number", "RAW_NETWORK": "boolean",
-                     "OUTPUT": "rasterDestination", "GATE_OUTPUT": "rasterDestination"}
+                     "OVERLAP": "number", "RAW_NETWORK": "boolean", "ADAPT": "boolean",
+                     "ADAPT_SECONDS": "number", "OUTPUT": "rasterDestination", "GATE_OUTPUT": "rasterDestination"}
     optional = {n for n, p in definitions.items()
                 if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     advanced = {n for n, p in definitions.items()
                 if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
     assert optional == {"EXTENT", "MODEL", "TILE_SIZE", "OVERLAP"}
-    assert advanced == {"DEVICE", "TILE_SIZE", "OVERLAP", "RAW_NETWORK"}
+    assert advanced == {"DEVICE", "TILE_SIZE", "OVERLAP", "RAW_NETWORK", "ADAPT_SECONDS"}
     assert definitions["DEVICE"].options() == ["Auto (GPU when available)", "GPU (CUDA)", "CPU"]
     # Runs in a background thread: nothing in it needs the GUI thread.
     assert not alg.flags() & alg.FlagNoThreading

@@ -4,6 +4,7 @@ The dock only gathers choices and shows state; the plugin owns the task. Run sta
 with the reason in the status line, until `input_problem` accepts the inputs, so a run never
 starts on inputs the engine would refuse.
 """
+import importlib.util
 import os
 from typing import Optional, Sequence
 
@@ -198,12 +199,42 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.device_combo.setCurrentIndex(self.device_combo.findData(settings.device()))
         self.device_used = QLabel(tr("not run yet"))
         self.device_used.setStyleSheet(HINT_STYLE)
+        self.adapt_check = QCheckBox(tr("Adapt to this scene"))
+        self.adapt_seconds = QSpinBox()
+        self.adapt_seconds.setRange(5, 3600)
+        self.adapt_seconds.setValue(60)
+        self.adapt_seconds.setSuffix(" s")
+        self.adapt_seconds.setToolTip(tr("Time budget of the adaptation."))
+        self.adapt_hint = QLabel()
+        self.adapt_hint.setWordWrap(True)
+        self.adapt_hint.setStyleSheet(HINT_STYLE)
+        self._set_up_adaptation()
+        adapt_row = QHBoxLayout()
+        adapt_row.addWidget(self.adapt_check, 1)
+        adapt_row.addWidget(self.adapt_seconds)
         form.addRow(tr("Network"), self.model_combo)
         form.addRow(tr("File"), self.model_file)
         form.addRow(tr("Device"), self.device_combo)
         form.addRow(tr("Last run on"), self.device_used)
+        form.addRow(adapt_row)
+        form.addRow(self.adapt_hint)
         self._model_form = form
         return box
+
+    def _set_up_adaptation(self) -> None:
+        """The adaptation controls, usable only where torch is installed (found without
+        importing it, which would cost seconds at plugin load)."""
+        has_torch = importlib.util.find_spec("torch") is not None
+        self.adapt_check.setEnabled(has_torch)
+        self.adapt_seconds.setEnabled(has_torch)
+        self.adapt_check.setToolTip(tr(
+            "Before restoring, fine-tune a copy of the network on this scene's own clear pixels "
+            "(its radar and optical images of the same date). The copy is used only if it "
+            "restores held-out clear pixels better; the message bar says what happened."))
+        self.adapt_hint.setText("" if has_torch else tr(
+            "Scene adaptation needs the Python package torch, which is not installed for this "
+            "QGIS; the dependency installer can add it (CPU build, or CUDA with an NVIDIA GPU)."))
+        self.adapt_hint.setVisible(not has_torch)
 
     def _build_advanced(self) -> QWidget:
         box = QgsCollapsibleGroupBox(tr("Advanced"))
@@ -283,6 +314,8 @@ class SarCloudRemovalDock(QgsDockWidget):
             tile_size=self.tile_spin.value() or None,
             overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
             raw_network=self.raw_network_check.isChecked(),
+            adapt=self.adapt_check.isChecked() and self.adapt_check.isEnabled(),
+            adapt_seconds=float(self.adapt_seconds.value()),
             s2_offset=self.s2_offset_combo.currentData())
 
     def prefill(self, s2: Optional[QgsRasterLayer], s1: Optional[QgsRasterLayer]) -> None:

@@ -30,6 +30,8 @@ class RunInputs:
     overlap: Optional[int] = None
     raw_network: bool = False           # True: write the network's output over clear pixels too
     s2_offset: str = "auto"             # auto | 0 | 1000 (DN subtracted from S2)
+    adapt: bool = False                 # fine-tune on the scene's clear pixels first
+    adapt_seconds: float = 60.0
 
 
 def is_writable_folder(path: str) -> bool:
@@ -185,4 +187,4 @@ def build_request(inputs: RunInputs, project: QgsProject):
         aoi=(aoi.xMinimum(), aoi.yMinimum(), aoi.xMaximum(), aoi.yMaximum()),  # S2 CRS
         model=inputs.model, device=inputs.device,
         tile_size=inputs.tile_size, overlap=inputs.overlap, raw_network=inputs.raw_network,
-        s2_offset=inputs.s2_offset)
+        s2_offset=inputs.s2_offset, adapt=inputs.adapt, adapt_seconds=inputs.adapt_seconds)

@@ -28,7 +28,8 @@ class RunOutcome:
 
 
 class RemovalTask(QgsTask):
-    """Runs `core.engine.remove_clouds` on a pool thread; reports through Qt signals only."""
+    """Runs the faces' entry point (`adaptation.remove_clouds`: scene adaptation when asked,
+    then the engine) on a pool thread; reports through Qt signals only."""
 
     status_changed = pyqtSignal(str)
 
@@ -46,7 +47,7 @@ class RemovalTask(QgsTask):
         self._on_done = None
 
     def run(self) -> bool:
-        from ..core.engine import remove_clouds
+        from ..adaptation import remove_clouds
         from ..core.errors import Cancelled, UserError
 
         try:
