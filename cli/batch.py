@@ -100,6 +100,15 @@ def add_arguments(parser):
     engine.add_argument("--raw-network", action="store_true",
                         help="write the network's output everywhere instead of keeping the "
                              "clear pixels of the input unchanged")
+    engine.add_argument("--adapt", action="store_true",
+                        help="adapt a copy of the network to each scene on its own clear pixels "
+                             "first (needs torch on the workers)")
+    engine.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
+                        help="time budget of --adapt per scene (default: 60 s)")
+    engine.add_argument("--seed", type=int, default=0,
+                        help="seed of --adapt's random draws (default: %(default)s)")
+    engine.add_argument("--save-adapted", default=None, metavar="DIR",
+                        help="keep each scene's adapted network as DIR/<scene>.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or scene lines")
 
 
@@ -429,14 +438,17 @@ def is_complete(scene: Scene) -> Optional[float]:
         return None
 
 
-def remove_partials(scene: Scene) -> None:
-    """Delete temporary outputs a stopped worker may have left (the engine's partial names)."""
-    for target in (Path(scene.out), Path(scene.gate)):
-        try:
-            for temp in target.parent.glob(f".{target.stem[:40]}.*.partial.tif"):
-                temp.unlink(missing_ok=True)
-        except OSError:
-            pass
+def remove_dead_partials(scenes: list) -> None:
+    """Sweep the temporary outputs that workers which are gone left in the scenes' folders.
+
+    The engine removes its own on every failure and on cancel; this catches a local worker
+    killed mid-scene (the cluster closed before it stopped). Temporary files name their
+    writer's host and process, so those of live runs stay (core.partials).
+    """
+    from ..core.partials import remove_stale_partials
+
+    for folder in sorted({Path(p).parent for scene in scenes for p in (scene.out, scene.gate)}):
+        remove_stale_partials(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,8 +456,9 @@ def remove_partials(scene: Scene) -> None:
 
 
 def run_scene(job: dict, cancel_event: Optional[str] = None) -> dict:
-    """One scene on a worker: the engine's own entry point, every outcome as a plain dict."""
-    from ..core.engine import RemovalRequest, remove_clouds
+    """One scene on a worker: the faces' entry point, every outcome as a plain dict."""
+    from ..adaptation import remove_clouds
+    from ..core.engine import RemovalRequest
     from ..core.errors import Cancelled, UserError as EngineUserError
 
     started = time.perf_counter()
@@ -466,7 +479,8 @@ def run_scene(job: dict, cancel_event: Optional[str] = None) -> dict:
         return {"status": "failed", "seconds": time.perf_counter() - started,
                 "message": f"Internal error: {type(exc).__name__}: {exc} (report it)."}
     return {"status": "ok", "megapixels": result.megapixels, "seconds": result.seconds,
-            "device": result.device, "backend": result.backend, "messages": result.messages}
+            "device": result.device, "backend": result.backend,
+            "messages": list(result.messages)}
 
 
 def _cancel_check(event_name: Optional[str]):
@@ -730,11 +744,16 @@ def print_table(rows: list, out=sys.stdout) -> None:
 
 def _job(scene: Scene, args, threads) -> dict:
     """The scene's `RemovalRequest` fields (a plain dict travels to any worker)."""
-    return dict(s2_path=scene.s2, s1_path=scene.s1, out_path=scene.out, gate_path=scene.gate,
-                aoi=scene.aoi, aoi_crs=scene.aoi_crs, model=args.model, backend=args.backend,
-                device=args.device, tile_size=args.tile, overlap=args.overlap,
-                s2_offset=args.s2_offset, threads=threads, batch_size=args.batch_size,
-                raw_network=args.raw_network)
+    job = dict(s2_path=scene.s2, s1_path=scene.s1, out_path=scene.out, gate_path=scene.gate,
+               aoi=scene.aoi, aoi_crs=scene.aoi_crs, model=args.model, backend=args.backend,
+               device=args.device, tile_size=args.tile, overlap=args.overlap,
+               s2_offset=args.s2_offset, threads=threads, batch_size=args.batch_size,
+               raw_network=args.raw_network)
+    if args.adapt:
+        job.update(adapt=True, adapt_seconds=args.adapt_seconds, seed=args.seed)
+        if args.save_adapted:
+            job["save_adapted"] = str(Path(args.save_adapted).resolve() / f"{scene.name}.pt")
+    return job
 
 
 def _outcome_of(future) -> Outcome:
@@ -781,6 +800,14 @@ def run(args):
         except OSError as exc:
             raise UserError(f"Cannot create the output folder {args.out_dir} ({exc.strerror}); "
                             f"choose another --out-dir.") from None
+    if args.save_adapted:
+        if not args.adapt:
+            raise UserError("--save-adapted keeps the networks --adapt makes; add --adapt.")
+        try:
+            Path(args.save_adapted).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create the folder {args.save_adapted} ({exc.strerror}); "
+                            f"choose another --save-adapted folder.") from None
     summary_path = Path(args.summary) if args.summary else out_dir / SUMMARY_NAME
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -870,11 +897,13 @@ def _run_on_cluster(args, scenes: list, outcomes: list, todo: list) -> bool:
         client.close()
         if cluster is not None:
             cluster.close()
+        if cancelled:
+            remove_dead_partials([scenes[i] for i in todo if outcomes[i].status != "ok"])
     return cancelled
 
 
 def _drain(pending: set, futures: dict, scenes: list, outcomes: list) -> None:
-    """After Ctrl-C: let running scenes stop and clean up, then sweep what a dead worker left."""
+    """After Ctrl-C: let running scenes stop (the engine removes their temporary files)."""
     from distributed import wait
 
     try:
@@ -887,9 +916,7 @@ def _drain(pending: set, futures: dict, scenes: list, outcomes: list) -> None:
         index = futures[future]
         outcome = _outcome_of(future) if future.done() else Outcome(
             "cancelled", message="Cancelled; nothing was written.")
-        if outcome.status != "ok":
-            remove_partials(scenes[index])
-            if outcome.status != "failed":
-                outcome = Outcome("cancelled", seconds=outcome.seconds,
-                                  message="Cancelled; nothing was written.")
+        if outcome.status not in ("ok", "failed"):
+            outcome = Outcome("cancelled", seconds=outcome.seconds,
+                              message="Cancelled; nothing was written.")
         outcomes[index] = outcome
