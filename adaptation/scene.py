@@ -41,9 +41,9 @@ MIN_TRAIN_CELLS = 3
 HELD_OUT_FRACTION = 0.15
 HELD_OUT_DRAWS = 2
 BATCH = 4
-LEARNING_RATE = 1e-4
+LEARNING_RATE = 3e-4
 VALIDATE_EVERY = 20
-PATIENCE = 5
+PATIENCE = 8
 DEFAULT_SECONDS = 60.0
 DEFAULT_MAX_STEPS = 2000
 # The schedule's step at which every loss term is fully on (the network is already trained).
@@ -155,7 +155,7 @@ def _clouded(s2: np.ndarray, rng: np.random.Generator):
 
 
 def _batch(s2, s1, indices, rng, torch, extra=None):
-    from ..training.augment import random_dihedral
+    from ..synthetic.augment import random_dihedral
 
     cloudy, sar, target, clear, extras = [], [], [], [], []
     for i in indices:

@@ -15,9 +15,10 @@ so the zip is cut from it by explicit rules rather than shipped as is:
   out of git), and from `models/weights/` the default model's .onnx file and, once written,
   its model card (.md).
 
-Only the default model's ONNX file ships, not its .pt: the ONNX graph holds the same weights and
-spec, runs with onnxruntime alone (QGIS has no torch by default) and keeps the zip under the
-site's 25 MB. A user's own .pt still runs from the zip wherever torch is installed.
+The default model ships as its ONNX file, which runs with onnxruntime alone (QGIS has no torch by
+default), and as its .pt, which scene adaptation fine-tunes where torch is installed (with the
+losses, the cloud simulator and the augmentation it trains with); both together keep the zip
+well under the site's 25 MB. A user's own .pt runs from the zip wherever torch is installed.
 
 Usage: `python -m sar_cloud_removal.scripts.package --out dist/sar_cloud_removal.zip`
 """
@@ -40,10 +41,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 INCLUDE = ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "icon.png",
            "core/*", "qgis_provider/*", "ui/*")
-EXCLUDE = ("*/__pycache__/*", "*.pyc", ".*", "*/.*", "tests/*", "training/*", "synthetic/*",
+# synthetic/ ships only what scene adaptation uses (clouds, their noise, augmentation): its
+# generated scenes are for the demo and the bench.
+EXCLUDE = ("*/__pycache__/*", "*.pyc", ".*", "*/.*", "tests/*", "training/*",
+           "synthetic/scene.py", "synthetic/landcover.py",
            "scripts/*", "docs/*", "data/*", "*bench*", "*demo*", "cli/*", "*.qrc", "*.ts")
 MODEL_FILE = f"models/weights/{DEFAULT_MODEL}.onnx"
 MODEL_CARD = f"models/weights/{DEFAULT_MODEL}.md"
+# The torch weights of the default model: scene adaptation fine-tunes them where torch exists.
+MODEL_WEIGHTS = f"models/weights/{DEFAULT_MODEL}.pt"
 # A fixed timestamp makes two builds of the same tree byte-identical.
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
 
@@ -145,7 +151,7 @@ def model_files(root: Path) -> dict:
     if not (root / MODEL_FILE).is_file():
         raise UserError(f"The default model file {MODEL_FILE} is missing; train and export it "
                         f"(see README) before packaging.")
-    return {p: root / p for p in (MODEL_FILE, MODEL_CARD) if (root / p).is_file()}
+    return {p: root / p for p in (MODEL_FILE, MODEL_CARD, MODEL_WEIGHTS) if (root / p).is_file()}
 
 
 def build_package(out: Path, root: Path = REPO) -> list:

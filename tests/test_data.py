@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from sar_cloud_removal.training import augment, pairs
+from sar_cloud_removal.synthetic import augment
+from sar_cloud_removal.training import pairs
 from sar_cloud_removal.training.dataset import (MixedDataset, RealTriplets, SyntheticClouds,
                                                 as_clear_pair)
 from sar_cloud_removal.training.packed import find_packed, read_packed

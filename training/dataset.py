@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..synthetic.clouds import clear_sky_target, simulate_clouds
-from .augment import crop, random_dihedral, random_window
+from ..synthetic.augment import crop, random_dihedral, random_window
 from .regions import cloud_mask_of
 from .triplet import ClearPair
 

@@ -1,0 +1,57 @@
+"""`python -m sar_cloud_removal.training.keep_thresholds --config CFG --checkpoint CKPT`: score
+pairs of keep-clear levels (core/keep_clear.py: KEEP_NONE, KEEP_FULL) on a training config's
+selection scenes, never on the report scenes, so the engine's levels are chosen like a checkpoint.
+
+For each pair it prints the mean PSNR, SSIM and SAM over the selection scenes and the share of
+their clear pixels that would be kept bit for bit.
+"""
+import argparse
+import itertools
+
+import numpy as np
+
+from ..core import keep_clear as kc
+from ..core import metrics
+from .regions import CLEAR, triplet_regions
+from .train import build_data, load_config
+
+FULL_LEVELS = (0.8, 0.85, 0.9, 0.95)
+NONE_LEVELS = (0.3, 0.5, 0.7)
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from ..models.export import load_network
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True)
+    args = parser.parse_args(argv)
+    _, selection = build_data(load_config(args.config))
+    network, _ = load_network(args.checkpoint)
+    outputs = []
+    with torch.no_grad():
+        for t in selection:
+            out = network(torch.from_numpy(t.cloudy[None]), torch.from_numpy(t.s1[None]))
+            outputs.append((np.clip(out.restored[0].numpy(), 0, 1), out.gate[0, 0].numpy()))
+    print(f"{len(selection)} selection scenes: " + ", ".join(t.name for t in selection))
+    print("keep_none keep_full   psnr    ssim    sam   clear kept")
+    for none, full in itertools.product(NONE_LEVELS, FULL_LEVELS):
+        kc.KEEP_NONE, kc.KEEP_FULL = none, full
+        rows, kept, clear_total = [], 0, 0
+        for t, (restored, gate) in zip(selection, outputs):
+            weight = kc.keep_weight(gate)
+            result = kc.keep_clear(restored, t.cloudy, weight[None])
+            rows.append(metrics.image_metrics(result, t.target))
+            clear = triplet_regions(t) == CLEAR
+            kept += int((weight[clear] >= 1).sum())
+            clear_total += int(clear.sum())
+        means = metrics.mean_over_images(rows)
+        print(f"{none:9.2f} {full:9.2f} {means['psnr']:7.3f} {means['ssim']:7.4f} "
+              f"{means['sam']:6.3f} {kept / max(clear_total, 1):8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
