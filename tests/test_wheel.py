@@ -54,7 +54,8 @@ def test_the_wheel_holds_the_whole_package_and_the_shipped_model(wheel):
     for package in ("core", "models", "cli", "ui", "qgis_provider", "synthetic", "training"):
         assert f"sar_cloud_removal/{package}/__init__.py" in names, package
     for data in ("models/weights/ibhfn.onnx", "models/weights/ibhfn.md", "metadata.txt",
-                 "icon.png", "core/engine.py", "core/s2_products.py"):
+                 "icon.png", "core/engine.py", "core/s2_products.py",
+                 "ui/installer-requirements.txt"):
         assert f"sar_cloud_removal/{data}" in names, data
     assert not any(name.startswith(("sar_cloud_removal/tests/", "tests/")) for name in names)
     runtime = [r for r in _requirements(wheel) if "extra ==" not in r]
