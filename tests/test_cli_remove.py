@@ -161,3 +161,44 @@ def test_a_full_disk_is_reported_and_leaves_nothing(scene):
     proc = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=120,
                           preexec_fn=small_disk)
     _assert_refused(proc, outputs, "did not complete", "disk space")
+
+
+def _hh_hv(path):
+    georasters.write_tif(path, georasters.s1_db(96, 80))
+    with rasterio.open(path, "r+") as dataset:
+        dataset.descriptions = ("HH", "HV")
+
+
+@pytest.mark.parametrize("which, make, words", [
+    ("s2", lambda p: georasters.write_tif(p, georasters.s2_dn(96, 80)[:12]),
+     ("12 bands", "Level-2A", "Level-1C")),
+    ("s1", lambda p: georasters.write_tif(p, georasters.s1_db(96, 80)[:1]),
+     ("one band", "single polarisation", "VV + VH")),
+    ("s1", _hh_hv, ("HH/HV polarisation", "VV + VH")),
+    ("s2", lambda p: georasters.write_tif(p, np.zeros((13, 96, 80), np.uint16)),
+     ("S2 image", "no valid pixel")),
+    ("s1", lambda p: georasters.write_tif(p, np.zeros((2, 96, 80), np.float32)),
+     ("S1 image", "no valid pixel", "swath")),
+])
+def test_inputs_the_network_cannot_take_or_with_nothing_to_restore(cli, scene, which, make,
+                                                                   words):
+    inputs, outputs = scene
+    make(inputs / "odd.tif")
+    _assert_refused(_remove(cli, inputs, outputs, **{which: "odd.tif"}), outputs, *words)
+
+
+def test_l2a_exports_and_scenes_too_cloudy_for_the_offset_are_refused(cli, scene, shared_data):
+    inputs, outputs = scene
+    l2a = next((shared_data / "bigearthnet_example" / "BigEarthNet-S2-Example").iterdir())
+    _assert_refused(_remove(cli, inputs, outputs, s2=l2a), outputs, "Level-2A", "Level-1C")
+    bright = (shared_data / "sen12mscrts_s2_timeseries" /
+              "s2_ROIs2017_146_ImgNo_29_2018-12-22_patch_0.tif")
+    with rasterio.open(bright) as src:
+        crs, transform = src.crs.to_string(), src.transform
+    georasters.write_tif(inputs / "s1_there.tif", georasters.s1_db(256, 256), crs=crs,
+                         transform=transform)
+    _assert_refused(_remove(cli, inputs, outputs, s2=bright, s1="s1_there.tif"), outputs,
+                    "Cannot tell", "--s2-offset")
+    proc = _remove(cli, inputs, outputs, "--s2-offset", "0", "--quiet", s2=bright,
+                   s1="s1_there.tif")
+    assert proc.returncode == 0, proc.stderr

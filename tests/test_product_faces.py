@@ -168,3 +168,22 @@ def test_a_level_2a_sub_layer_or_12_band_layer_is_explained(plugin, product, tmp
     assert "Level-2A product" in s2_problem(band)
     twelve = write_tif(tmp_path / "twelve.tif", product["stack"][:12])
     assert "12 bands, as a Level-2A" in s2_problem(QgsRasterLayer(str(twelve), "twelve"))
+
+
+def test_one_click_on_a_product_sub_layer_restores_the_product(plugin, product, tmp_path,
+                                                                qtbot):
+    from sar_cloud_removal.ui import settings
+
+    settings.set_output_folder(str(tmp_path / "results"))
+    settings.set_model(str(tiny_models.identity_onnx(tmp_path / "id.onnx", tile_size=64,
+                                                     overlap=16)))
+    layers = _sublayers(product["safe"] / "MTD_MSIL1C.xml")
+    s1 = QgsRasterLayer(product["s1"], "s1")
+    QgsProject.instance().addMapLayers(layers + [s1])
+    sixty = next(layer for layer in layers if ":60m:" in layer.source())
+    plugin.remove_clouds_from(sixty)
+    wait_for_run(plugin, qtbot)
+    [restored] = (tmp_path / "results").glob("S2A_MSIL1C_*_cloudfree.tif")
+    with rasterio.open(restored) as out:
+        assert (out.width, out.height) == (252, 252)    # the product's 10 m grid
+        np.testing.assert_array_equal(out.read(), product["stack"])
