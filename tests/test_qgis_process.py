@@ -78,3 +78,23 @@ def test_wrong_band_count_fails_with_one_sentence_and_no_output(qgis_env, tmp_pa
     assert done.returncode != 0
     assert f"The S1 image {s2} has 13 bands but 2 are needed (VV, VH)" in done.stdout + done.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_zipped_sentinel_2_product_restores_through_qgis_process(qgis_env, shared_data,
+                                                                     tmp_path):
+    """S2 given as the .zip users download (built in the real format from real pixels), the
+    offset setting chosen by index; qgis_process's own parameter check must let the path pass."""
+    import safe_builder
+
+    with rasterio.open(shared_data / "sen12mscr" / "s2" / PATCH) as src:
+        stack, transform = src.read(), src.transform
+    safe = safe_builder.write_safe(tmp_path, safe_builder.native_bands(stack), 32631,
+                                   (round(transform.c), round(transform.f)))
+    product = safe_builder.zip_product(safe)
+    done = remove_clouds(qgis_env, S2=product, S2_OFFSET=1,
+                         S1=shared_data / "sen12mscr" / "s1" / PATCH,
+                         OUTPUT=tmp_path / "restored.tif", GATE_OUTPUT=tmp_path / "gate.tif")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "S2 DN offset 0 subtracted, as set" in done.stdout + done.stderr
+    with rasterio.open(tmp_path / "restored.tif") as restored:
+        assert (restored.count, restored.width, restored.height) == (13, 252, 252)
