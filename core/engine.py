@@ -386,6 +386,9 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         writer = stack.enter_context(OutputPair(
             out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
             height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
+        if writer.stale_removed:
+            messages.append(f"Removed {len(writer.stale_removed)} temporary file(s) that killed "
+                            f"runs had left in the output folder.")
         any_invalid = _restore(scene, grid, backend, writer, request.batch_size, progress,
                                is_cancelled)
         messages += backend.messages   # read after the run: a GPU fallback may happen midway

@@ -75,6 +75,7 @@ def test_a_sigkilled_run_leaves_partials_that_the_next_run_removes(tmp_path, cli
     done = cli("remove", "--s2", s2, "--s1", s1, "--out", out / "o.tif", "--model", model,
                "--tile", "256", "--overlap", "32", "--quiet")
     assert done.returncode == 0, done.stderr
+    assert "Removed 2 temporary file(s) that killed runs had left" in done.stdout + done.stderr
     assert files_in(out) == {"o.tif", "o_gate.tif", live.name}
 
 
