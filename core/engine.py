@@ -3,8 +3,8 @@
 Everything a user can get wrong is checked before the first tile is computed, so a bad input
 costs seconds, not a half-finished hour. The output is then computed in blocks over one global
 tile grid: memory depends on the block and tile sizes only, never on the scene, and every pixel
-is blended from the same tiles whichever block it lies in (tiles that straddle two blocks are
-simply computed twice; inference is deterministic).
+is blended from the same tiles whichever block it lies in (a tile that straddles blocks is
+computed once and kept for the next; reading, inference and writing overlap: core.pipeline).
 """
 import os
 import time
@@ -18,20 +18,22 @@ import rasterio
 from rasterio.windows import Window
 
 from .backends import create_backend
-from .errors import Cancelled, UserError
+from .errors import UserError
 from .geotiff import OutputPair
 from .keep_clear import keep_clear, keep_weight
 from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, valid_samples
 from .model_spec import load_spec, resolve_model
 from .sensors import (check_s1_bands, check_s2_bands, denormalise_s2, invalid_s2_pixels,
                       is_linear_power, normalise_s1, normalise_s2, resolve_s2_offset)
-from .tiling import BlendAccumulator, TileGrid, effective_tile_size, reflect_pad
+from .pipeline import TileStore, run_blocks
+from .tiling import TileGrid, effective_tile_size, plan_blocks, reflect_pad
 
 # Output block side in pixels: a multiple of the GeoTIFF's 256-px tiles, so every write fills
-# whole file tiles, and large enough that few tiles are computed twice (about 20 % more tiles
-# than the image holds with 256-px tiles). The block costs about 450 MB at 2048 px: its
-# float32 sums (14 x 2048 x 2048) and its output in the S2 dtype, whatever the scene size.
-BLOCK_SIZE = 2048
+# whole file tiles, and of 2^k for the overview levels the writer derives from each block (a
+# full S2 tile has five). Tiles straddling blocks are computed once (core.pipeline), so the
+# block size sets memory only: about 60 MB of float32 sums (14 x 1024 x 1024) per block, two
+# blocks at a time (one blended, one written), whatever the scene size.
+BLOCK_SIZE = 1024
 # GDAL's block cache defaults to 5 % of RAM and, fed a whole scene window by window, fills it all
 # (1.8 GB peak instead of 1.0 GB on a 16 MP scene); every block is read about once, so a small
 # cache costs little speed. A process that already started GDAL (QGIS) keeps its own setting.
@@ -195,78 +197,40 @@ class _Scene:
         return reflect_pad(s2, *pads), reflect_pad(s1, *pads), valid
 
 
-class _TileReader:
-    """Cuts a block's tiles out of one read per row of tiles.
-
-    Reading (and, for S1, reprojecting) a whole row of tiles at once costs a fraction of one
-    read per tile: GDAL decompresses each source block once and sets up one warp, not one per
-    tile. Memory stays at one row of tiles across the block.
-    """
-
-    def __init__(self, scene: _Scene, tiles: list, tile: int):
-        self.scene, self.tile = scene, tile
-        self.cols_of_row = {}
-        for row, col in tiles:
-            self.cols_of_row.setdefault(row, []).append(col)
-        self.row, self.col0, self.strip = None, None, None
-
-    def read(self, row: int, col: int):
-        if row != self.row:
-            cols = self.cols_of_row[row]
-            self.row, self.col0 = row, min(cols)
-            self.strip = self.scene.read_region(row, self.col0, self.tile,
-                                                max(cols) + self.tile - self.col0)
-        cut = np.s_[..., col - self.col0:col - self.col0 + self.tile]
-        return tuple(array[cut] for array in self.strip)
-
-
-def _blocks(height: int, width: int):
-    for row in range(0, height, BLOCK_SIZE):
-        for col in range(0, width, BLOCK_SIZE):
-            yield row, col, min(BLOCK_SIZE, height - row), min(BLOCK_SIZE, width - col)
-
-
 def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_size, progress,
              is_cancelled) -> bool:
-    """Run the model over every block and write it; returns whether any pixel was invalid."""
-    blocks = [(block, grid.tiles_touching(*block)) for block in _blocks(grid.height, grid.width)]
-    total = sum(len(tiles) for _, tiles in blocks)
-    done = 0
-    any_invalid = False
-    for (row0, col0, height, width), tiles in blocks:
-        accumulator = BlendAccumulator(scene.s2.count + 1, row0, col0, height, width, grid.tile)
-        reader = _TileReader(scene, tiles, grid.tile)
-        for start in range(0, len(tiles), batch_size):
-            if is_cancelled():
-                raise Cancelled()
-            batch = tiles[start:start + batch_size]
-            s2_tiles, s1_tiles = [], []
-            for row, col in batch:
-                s2, s1, valid = reader.read(row, col)
-                s2_tiles.append(s2)
-                s1_tiles.append(s1)
-                accumulator.mark_valid(valid, row, col)
-            restored, gate = backend.run(np.stack(s2_tiles), np.stack(s1_tiles))
-            for (row, col), tile_restored, tile_gate in zip(batch, restored, gate):
-                accumulator.add(np.concatenate([tile_restored, tile_gate]), row, col)
-            done += len(batch)
-            progress(done / total, f"tile {done} of {total}")
-        window = Window(col0, row0, width, height)
-        out, gate = _block_outputs(scene, accumulator.result(), accumulator.valid,
-                                   None if scene.raw_network else scene.read_original(window))
-        any_invalid |= not accumulator.valid.all()
-        writer.write(window, out, gate)
-    return any_invalid
+    """Run the model over every block and write it; returns whether any pixel was invalid.
+
+    core.pipeline overlaps reading, inference and writing, and computes every tile once.
+    """
+    blocks = plan_blocks(grid, BLOCK_SIZE)
+    # Read once here: the writer thread must not query the dataset the reader thread reads.
+    dtype, nodata = np.dtype(scene.s2.dtypes[0]), scene.s2.nodata
+    store = TileStore(writer.targets[0].parent, writer.scratch_name("tiles"), scene.s2.count,
+                      grid.tile)
+    try:
+        return run_blocks(
+            blocks, tile=grid.tile, bands=scene.s2.count, batch_size=batch_size,
+            read_region=scene.read_region,
+            read_original=None if scene.raw_network else scene.read_original,
+            infer=backend.run,
+            finish=lambda blended, valid, original: _block_outputs(
+                scene, blended, valid, original, dtype=dtype, nodata=nodata),
+            write=writer.write, store=store, progress=progress, is_cancelled=is_cancelled)
+    finally:
+        store.close()
 
 
 def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
-                   original: Optional[np.ndarray] = None):
+                   original: Optional[np.ndarray] = None, *, dtype=None, nodata="unset"):
     """A blended block (restored bands, then the gate) -> S2 DN and gate, with nodata filled in.
 
     With the block's `original` S2 DN, clear pixels are kept (core.keep_clear): where the gate
-    is confident the sky is clear the input pixel is written unchanged.
+    is confident the sky is clear the input pixel is written unchanged. `dtype` and `nodata`
+    (the S2's) may be given, so that another thread need not ask the dataset.
     """
-    dtype, nodata = np.dtype(scene.s2.dtypes[0]), scene.s2.nodata
+    dtype = np.dtype(scene.s2.dtypes[0] if dtype is None else dtype)
+    nodata = scene.s2.nodata if nodata == "unset" else nodata
     out = np.empty(blended[:-1].shape, dtype)
     gate = np.clip(blended[-1:], 0, 1)
     weight = None if original is None else keep_weight(gate[0])
@@ -385,7 +349,8 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         transform = s2.window_transform(window)
         writer = stack.enter_context(OutputPair(
             out_path, gate_path, crs=s2.crs, transform=transform, width=window.width,
-            height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata))
+            height=window.height, dtype=s2.dtypes[0], bands=s2.count, restored_nodata=s2.nodata,
+            band_names=spec.s2_bands))
         if writer.stale_removed:
             messages.append(f"Removed {len(writer.stale_removed)} temporary file(s) that killed "
                             f"runs had left in the output folder.")

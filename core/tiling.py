@@ -1,11 +1,13 @@
 """Cutting an image into overlapping model-sized tiles and blending their predictions back.
 
 One global tile grid covers the whole output; the engine walks it block by block, so a pixel
-is always blended from the same tiles with the same weights, whichever block it falls in. The
-weights fall smoothly towards each tile's border, which hides the seams a network leaves where
-its receptive field runs out of context.
+is always blended from the same tiles with the same weights, in the same order, whichever block
+it falls in. The weights fall smoothly towards each tile's border, which hides the seams a
+network leaves where its receptive field runs out of context. `plan_blocks` says which block
+computes each tile (the first that needs it) and which later blocks reuse it, so no tile is
+computed twice.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -130,14 +132,23 @@ class BlendAccumulator:
         return (np.s_[r0 - row:r1 - row, c0 - col:c1 - col],
                 np.s_[r0 - self.row0:r1 - self.row0, c0 - self.col0:c1 - self.col0])
 
-    def add(self, prediction: np.ndarray, row: int, col: int) -> None:
-        """Add a (bands, tile, tile) prediction whose tile starts at image offset (row, col)."""
+    def add(self, prediction: np.ndarray, row: int, col: int, *more: np.ndarray) -> None:
+        """Add a (bands, tile, tile) prediction whose tile starts at image offset (row, col).
+
+        The bands may come in several arrays (`prediction`, then `more`, e.g. the restored bands
+        and the gate), which saves joining them into one copy per tile.
+        """
         overlap = self._overlap(row, col, *prediction.shape[1:])
         if overlap is None:
             return
         src, dst = overlap
         weight = self.window[src]
-        self.total[(slice(None),) + dst] += prediction[(slice(None),) + src] * weight
+        band = 0
+        for part in (prediction,) + more:
+            for plane in part:
+                target = self.total[band][dst]
+                target += plane[src] * weight
+                band += 1
         self.weight[dst] += weight
 
     def mark_valid(self, valid: np.ndarray, row: int, col: int) -> None:
@@ -155,3 +166,49 @@ class BlendAccumulator:
         """
         self.total /= self.weight
         return self.total
+
+
+@dataclass
+class BlockPlan:
+    """One output block (row0, col0, height, width) and the tiles it blends, in grid order.
+
+    `compute`: tiles first needed here (computed here); `keep`: tiles computed here that a later
+    block needs too (stored after use); `release`: stored tiles whose last block this is.
+    """
+    row0: int
+    col0: int
+    height: int
+    width: int
+    tiles: list
+    compute: set = field(default_factory=set)
+    keep: set = field(default_factory=set)
+    release: set = field(default_factory=set)
+
+
+def plan_blocks(grid: TileGrid, block_size: int) -> list:
+    """The output's blocks in row-major order, each with its tiles and what to do with them.
+
+    A tile that straddles block boundaries is computed once, in the first block that touches
+    it, and kept until the last one has blended it: each block still blends every tile that
+    touches it, in the grid's order, so the result does not depend on the block size.
+    """
+    blocks = []
+    for row in range(0, grid.height, block_size):
+        for col in range(0, grid.width, block_size):
+            height, width = min(block_size, grid.height - row), min(block_size, grid.width - col)
+            blocks.append(BlockPlan(row, col, height, width,
+                                    grid.tiles_touching(row, col, height, width)))
+    first, last = {}, {}
+    for index, block in enumerate(blocks):
+        for tile in block.tiles:
+            first.setdefault(tile, index)
+            last[tile] = index
+    for index, block in enumerate(blocks):
+        for tile in block.tiles:
+            if first[tile] == index:
+                block.compute.add(tile)
+                if last[tile] > index:
+                    block.keep.add(tile)
+            elif last[tile] == index:
+                block.release.add(tile)
+    return blocks

@@ -1,0 +1,279 @@
+"""The engine's tile loop: reading, the network and writing overlap, and no tile runs twice.
+
+Three threads share the work. A reader reads (and reprojects) the next rows of tiles and the
+S2 pixels a block keeps, the calling thread feeds the network and blends, and a writer turns
+the previous block into output pixels and writes it; GDAL, numpy and the runtimes release the
+GIL while they work, so reading and writing hide behind inference. Memory stays bounded: at
+most two rows of tiles wait to be inferred and one block waits to be written, whatever the
+scene size.
+
+Tiles that straddle block boundaries are computed once (core.tiling.plan_blocks) and kept in a
+temporary file beside the output until the last block that blends them, so they cost disk
+pages (which the page cache holds), not resident memory.
+"""
+import os
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import Cancelled
+from .tiling import BlendAccumulator
+
+# Rows of tiles read ahead of the network: one in use, one ready, one being read.
+_READ_AHEAD = 2
+_POLL_S = 0.1
+
+
+class TileStore:
+    """Predictions of tiles that later blocks blend again, in an unnamed file (fixed slots)."""
+
+    def __init__(self, folder: Path, name: str, bands: int, tile: int):
+        self._shapes = ((bands, tile, tile), (1, tile, tile))
+        self._float_bytes = (bands + 1) * tile * tile * 4
+        self._slot_bytes = self._float_bytes + tile * tile
+        self._tile = tile
+        self._path = Path(folder) / name
+        self._file = open(self._path, "w+b")
+        if os.name != "nt":   # unlinked at once: nothing is left behind, whatever happens
+            os.unlink(self._path)
+        self._slots, self._free, self._next = {}, [], 0
+
+    def put(self, key, restored: np.ndarray, gate: np.ndarray, valid: np.ndarray) -> None:
+        slot = self._free.pop() if self._free else self._next
+        self._next = max(self._next, slot + 1)
+        self._slots[key] = slot
+        self._file.seek(slot * self._slot_bytes)
+        for array in (restored, gate, valid):
+            self._file.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+    def get(self, key):
+        restored, gate = (np.empty(shape, np.float32) for shape in self._shapes)
+        valid = np.empty((self._tile, self._tile), bool)
+        self._file.seek(self._slots[key] * self._slot_bytes)
+        for array in (restored, gate, valid):
+            self._file.readinto(memoryview(array).cast("B"))
+        return restored, gate, valid
+
+    def release(self, key) -> None:
+        self._free.append(self._slots.pop(key))
+
+    def close(self) -> None:
+        self._file.close()
+        if os.name == "nt":
+            self._path.unlink(missing_ok=True)
+
+
+class _Writer:
+    """A thread that runs `work(item)` for each item handed to it, one item at a time: `put`
+    waits while the previous item is still being worked on, so one block at most waits.
+
+    An exception in the thread stops it and is raised in the caller at its next `put` or at
+    `close`; `close(abort=True)` stops it after its current item and raises nothing.
+    """
+
+    def __init__(self, name: str, work):
+        self._work = work
+        self._inbox = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._error = None
+        self._free = threading.Semaphore(1)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._inbox.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                self._work(item)
+                del item
+                self._free.release()
+        except BaseException as exc:   # handed to the caller, who raises it
+            self._error = exc
+
+    def _check(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the {self._thread.name} thread stopped")
+
+    def put(self, item) -> None:
+        while not self._free.acquire(timeout=_POLL_S):
+            self._check()
+        self._check()
+        self._inbox.put(item)
+
+    def close(self, abort: bool = False) -> None:
+        """Finish what was handed over (or, with `abort`, only the current item) and stop."""
+        if abort:
+            self._stop.set()
+            self._thread.join()
+            return
+        while not self._free.acquire(timeout=_POLL_S):
+            self._check()
+        self._check()
+        self._inbox.put(None)
+        self._thread.join()
+        if self._error is not None:
+            self._check()
+
+
+def _read_jobs(blocks, tile: int, with_originals: bool):
+    """What the reader reads, in the order the loop uses it: per block, each row of tiles it
+    computes (one read from its first to its last tile), then the block's own S2 pixels."""
+    for block in blocks:
+        rows = {}
+        for row, col in sorted(block.compute):
+            rows.setdefault(row, []).append(col)
+        for row, cols in rows.items():
+            yield ("strip", row, cols[0], cols[-1] + tile - cols[0])
+        if with_originals:
+            yield ("original", Window(block.col0, block.row0, block.width, block.height))
+
+
+class _Strips:
+    """The rows of tiles the reader delivers, cut into tiles as the batches need them."""
+
+    def __init__(self, reader, tile: int):
+        self._reader, self._tile, self._rows = reader, tile, {}
+
+    def cut(self, row: int, col: int):
+        if row not in self._rows:
+            kind, strip_row, col0, arrays = self._reader.get()
+            assert kind == "strip" and strip_row == row, (kind, strip_row, row)
+            self._rows[row] = (col0, arrays)
+        col0, arrays = self._rows[row]
+        cut = np.s_[..., col - col0:col - col0 + self._tile]
+        return tuple(array[cut] for array in arrays)
+
+    def new_block(self) -> None:
+        """Rows of tiles are read per block (each block reads only the tiles it computes)."""
+        self._rows = {}
+
+    def drop_before(self, row: int) -> None:
+        for old in [r for r in self._rows if r < row]:
+            del self._rows[old]
+
+
+def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, read_region, read_original,
+               infer, finish, write, store: TileStore, progress, is_cancelled) -> bool:
+    """Infer, blend and write every block of `blocks` (core.tiling.plan_blocks); returns
+    whether any output pixel was invalid.
+
+    `read_region(row, col, height, width)` -> (s2, s1, valid) model inputs;
+    `read_original(window)` -> the block's S2 DN (None: not needed, the raw network);
+    `infer(s2, s1)` -> (restored, gate) for a batch; `finish(blended, valid, original)` ->
+    (output pixels, gate) of a block; `write(window, out, gate)`. The reader runs
+    `read_region` and `read_original`, the writer `finish` and `write`.
+    """
+    with_originals = read_original is not None
+
+    def read(job):
+        if job[0] == "strip":
+            _, row, col, width = job
+            return ("strip", row, col, read_region(row, col, tile, width))
+        return ("original", None, None, read_original(job[1]))
+
+    def finish_and_write(item):
+        window, blended, valid, original = item
+        out, gate = finish(blended, valid, original)
+        write(window, out, gate)
+
+    reader = _JobReader(_read_jobs(blocks, tile, with_originals), read, _READ_AHEAD)
+    writer = _Writer("block writer", finish_and_write)
+    total = sum(len(block.compute) for block in blocks)
+    done, any_invalid = 0, False
+    try:
+        strips = _Strips(reader, tile)
+        for block in blocks:
+            strips.new_block()
+            accumulator = BlendAccumulator(bands + 1, block.row0, block.col0, block.height,
+                                           block.width, tile)
+            todo = [t for t in block.tiles if t in block.compute]
+            ready, next_todo = {}, 0
+            for key in block.tiles:
+                if key in block.compute:
+                    if key not in ready:
+                        if is_cancelled():
+                            raise Cancelled()
+                        batch = todo[next_todo:next_todo + batch_size]
+                        next_todo += len(batch)
+                        inputs = [strips.cut(row, col) for row, col in batch]
+                        strips.drop_before(batch[-1][0])
+                        restored, gate = infer(np.stack([i[0] for i in inputs]),
+                                               np.stack([i[1] for i in inputs]))
+                        for tile_key, (_, _, valid), r, g in zip(batch, inputs, restored, gate):
+                            ready[tile_key] = (r, g, valid)
+                        done += len(batch)
+                        progress(done / total, f"tile {done} of {total}")
+                    restored_tile, gate_tile, valid = ready.pop(key)
+                    if key in block.keep:
+                        store.put(key, restored_tile, gate_tile, valid)
+                else:
+                    restored_tile, gate_tile, valid = store.get(key)
+                    if key in block.release:
+                        store.release(key)
+                accumulator.add(restored_tile, key[0], key[1], gate_tile)
+                accumulator.mark_valid(valid, key[0], key[1])
+            original = reader.get()[3] if with_originals else None
+            any_invalid |= not accumulator.valid.all()
+            writer.put((Window(block.col0, block.row0, block.width, block.height),
+                        accumulator.result(), accumulator.valid, original))
+            del accumulator, original
+        writer.close()
+    finally:
+        reader.close()
+        writer.close(abort=True)
+    return any_invalid
+
+
+class _JobReader:
+    """A thread that runs `read(job)` for each job in turn, at most `ahead` results waiting."""
+
+    def __init__(self, jobs, read, ahead: int):
+        self._results = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(jobs, read), name="tile reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, jobs, read):
+        try:
+            for job in jobs:
+                if self._stop.is_set():
+                    return
+                self._offer(("ok", read(job)))
+        except BaseException as exc:   # handed to the caller, who raises it
+            self._offer(("error", exc))
+
+    def _offer(self, item):
+        while not self._stop.is_set():
+            try:
+                self._results.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        while True:
+            try:
+                kind, value = self._results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the tile reader stopped") from None
+                continue
+            if kind == "error":
+                raise value
+            return value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
