@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -132,7 +133,7 @@ def _check_complete(path: Path, target: Path) -> None:
     """Every tile of every image lies inside the file: a full disk or a file size limit cuts a
     file short, and GDAL may only log it. Reads the headers, not the pixels."""
     try:
-        size = path.stat().st_size
+        size = Path(path).stat().st_size
         ifds = tiff_ifds(path)
     except (OSError, ValueError, KeyError, struct.error):
         raise _incomplete(target) from None
@@ -225,7 +226,7 @@ def _vrt(stream: Path, pyramid: _Pyramid, profile: dict, nodata, descriptions) -
     """A VRT of the streamed image whose bands carry the pyramid's levels as overviews: what
     the COG driver copies, overviews included, without computing them again."""
     gdal_type = _GDAL_TYPES[np.dtype(profile["dtype"]).name]
-    srs = escape(profile["crs"].to_wkt()) if profile.get("crs") else ""
+    srs = escape(CRS.from_user_input(profile["crs"]).to_wkt()) if profile.get("crs") else ""
     bands = []
     for band in range(1, profile["count"] + 1):
         overviews = "".join(
