@@ -3,9 +3,12 @@
 Speed and memory are measured here, not asserted in tests (SPEC §7). Each (scene size, backend)
 runs the engine end to end in a fresh child process, so the child's peak resident memory
 (ru_maxrss) belongs to that run alone and shows whether memory stays flat as scenes grow. Right
-after, the same child times the bare model on tiles of the engine's size; the ratio tells how
-much the engine adds (reading, reprojecting S1, tile overlap, blending, writing) on top of the
-network, measured under the same load (the CPU may be shared).
+after, the same child times the bare model on tiles of the size and batch the engine used; the
+ratio tells how much the engine adds (reading, reprojecting S1, tile overlap, blending, writing
+the COGs and their overviews) on top of the network, measured under the same load (the CPU may
+be shared). Before the runs the machine's float32 matrix-multiply peak is measured and set
+against the network's FLOP per pixel, so the table shows how far the network itself is from
+what the hardware can do.
 """
 import json
 import math
@@ -22,13 +25,16 @@ from ..core.errors import UserError
 
 BENCH_BACKENDS = tuple(name for name in BACKENDS if name != "auto")
 SCENE_SEED = 11
+FULL_TILE_SIDE = 10980          # one Sentinel-2 tile (100 km at 10 m): `--sizes full`
+FULL_TILE_MP = FULL_TILE_SIDE ** 2 / 1e6
 _COMPLETE = "complete"          # marker file: the cached scene was written to the end
 _MIN_MODEL_BATCHES = 3
 
 
 def add_arguments(parser):
-    parser.add_argument("--sizes", default="1,16,100", metavar="MP,MP,...",
-                        help="scene sizes in megapixels (default: %(default)s)")
+    parser.add_argument("--sizes", default="4,40,full", metavar="MP,MP,...",
+                        help="scene sizes in megapixels; 'full' is one Sentinel-2 tile, "
+                             "10980 x 10980 px (default: %(default)s)")
     parser.add_argument("--backends", default=",".join(BENCH_BACKENDS), metavar="NAME,...",
                         help="backends to measure (default: %(default)s)")
     parser.add_argument("--model", default="default", metavar="NAME|PATH",
@@ -54,9 +60,11 @@ def _parse_list(text: str, option: str) -> list:
 
 def parse_sizes(text: str) -> list:
     try:
-        sizes = [float(item) for item in _parse_list(text, "--sizes")]
+        sizes = [FULL_TILE_MP if item.lower() == "full" else float(item)
+                 for item in _parse_list(text, "--sizes")]
     except ValueError:
-        raise UserError(f"--sizes '{text}' must be megapixel numbers such as 1,16,100.") from None
+        raise UserError(f"--sizes '{text}' must be megapixel numbers such as 4,40 or 'full'.") \
+            from None
     if any(not 0.01 <= size <= 400 for size in sizes):
         raise UserError(f"--sizes '{text}' must lie between 0.01 and 400 megapixels.")
     return sizes
@@ -125,12 +133,11 @@ def _realistic_batch(s2_path, s1_path, batch: int, tile: int):
     return (normalise_s2(np.stack(s2_tiles), 0), normalise_s1(np.stack(s1_tiles), False))
 
 
-def _model_throughput(job: dict, files, spec) -> float:
+def _model_throughput(job: dict, files, spec, tile: int, batch: int) -> float:
     """Megapixels per second of the bare backend on batches of the engine's tiles."""
     from ..core.backends import create_backend
 
-    tile = job["tile"] or spec.tile_size
-    s2, s1 = _realistic_batch(job["s2"], job["s1"], job["batch_size"], tile)
+    s2, s1 = _realistic_batch(job["s2"], job["s1"], batch, tile)
     with create_backend(files, spec, backend=job["backend"], device=job["device"],
                         threads=job["threads"]) as backend:
         backend.run(s2, s1)  # warm-up: graph optimisation, allocations, kernel selection
@@ -140,14 +147,35 @@ def _model_throughput(job: dict, files, spec) -> float:
             backend.run(s2, s1)
             batches += 1
         seconds = time.perf_counter() - started
-    return batches * job["batch_size"] * tile * tile / 1e6 / seconds
+    return batches * batch * tile * tile / 1e6 / seconds
+
+
+def _timed_commits():
+    """Time OutputPair.commit (the COG copies with their overviews) in this child process."""
+    from ..core import geotiff
+
+    seconds = []
+    commit = geotiff.OutputPair.commit
+
+    def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return commit(self, *args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - started)
+
+    geotiff.OutputPair.commit = timed
+    return seconds
 
 
 def _measure(job: dict) -> dict:
     """The child's work: the engine end to end, its peak memory, then the bare model."""
+    from ..core import engine
     from ..core.engine import RemovalRequest, remove_clouds
     from ..core.model_spec import load_spec, resolve_model
+    from ..core.tiling import TileGrid
 
+    commits = _timed_commits()
     result = remove_clouds(RemovalRequest(
         s2_path=job["s2"], s1_path=job["s1"], out_path=job["out"], gate_path=job["gate"],
         model=job["model"], backend=job["backend"], device=job["device"],
@@ -155,11 +183,62 @@ def _measure(job: dict) -> dict:
     peak_rss_mb = _peak_rss_mb()
     files = resolve_model(job["model"])
     spec = load_spec(files)
+    tile = result.tile_size
+    batch = job["batch_size"]
+    if result.device == "cpu":   # as the engine batches on the CPU
+        batch = max(1, min(batch, engine.CPU_BATCH_PIXELS // (tile * tile)))
+    grid = TileGrid(result.height, result.width, tile, spec.overlap, spec.overlap // 2)
+    tile_pixels = len(grid.rows) * len(grid.cols) * tile * tile
     return {"seconds": result.seconds, "megapixels": result.megapixels,
             "device": result.device, "peak_rss_mb": peak_rss_mb,
-            "model_mp_per_s": _model_throughput(job, files, spec),
-            "tile": job["tile"] or spec.tile_size,
+            "model_mp_per_s": _model_throughput(job, files, spec, tile, batch),
+            "tile": tile, "batch": batch, "commit_seconds": sum(commits),
+            "tile_pixels_per_pixel": tile_pixels / (result.width * result.height),
             "model": f"{spec.name} {spec.version} ({spec.architecture})"}
+
+
+def gemm_peak_gflops(seconds: float = 1.0) -> float:
+    """The machine's float32 matrix-multiply rate (torch, else numpy), all cores, best of a
+    few 2048 x 2048 products: the physical limit a convolutional network's CPU speed is set
+    against."""
+    try:
+        import torch
+
+        torch.set_num_threads(_cores())
+        a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+        multiply = lambda: torch.mm(a, b)   # noqa: E731
+    except ImportError:
+        import numpy as np
+
+        a, b = np.random.rand(2048, 2048).astype("f4"), np.random.rand(2048, 2048).astype("f4")
+        multiply = lambda: a @ b   # noqa: E731
+    multiply()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        multiply()
+        best = min(best, time.perf_counter() - started)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def network_flop_per_pixel(model: str):
+    """FLOP (2 x multiply-accumulates of convolutions and linear layers) per pixel of the
+    model's network, or None without torch."""
+    try:
+        from ..core.model_spec import load_spec, resolve_model
+        from ..models.complexity import count_macs
+        from ..models.registry import build
+    except ImportError:
+        return None
+    spec = load_spec(resolve_model(model))
+    network = build(spec.architecture, **spec.config)
+    return 2 * count_macs(network, 256) / 256 ** 2
+
+
+def _cores() -> int:
+    from ..core.backends import available_cores
+
+    return available_cores()
 
 
 def _machine() -> str:
@@ -184,14 +263,33 @@ def _load_average() -> str:
 
 def format_table(rows: list) -> str:
     header = ("| size (MP) | backend | device | end-to-end (s) | end-to-end (MP/s) "
-              "| model only (MP/s) | engine overhead (%) | peak RSS (MB) |\n"
-              "|---:|---|---|---:|---:|---:|---:|---:|")
+              "| model only (MP/s) | engine overhead (%) | peak RSS (MB) "
+              "| end-to-end ÷ model | tile (px) | tile px per output px "
+              "| COG + overviews (s) |\n"
+              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [header]
     for r in rows:
         lines.append(f"| {r['megapixels']:.2f} | {r['backend']} | {r['device']} "
                      f"| {r['seconds']:.1f} | {r['mp_per_s']:.3f} | {r['model_mp_per_s']:.3f} "
-                     f"| {r['overhead_percent']:.0f} | {r['peak_rss_mb']:.0f} |")
+                     f"| {r['overhead_percent']:.0f} | {r['peak_rss_mb']:.0f} "
+                     f"| {r['mp_per_s'] / r['model_mp_per_s']:.2f} | {r['tile']} "
+                     f"| {r['tile_pixels_per_pixel']:.2f} | {r['commit_seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def limits_line(peak_gflops: float, flop_per_pixel, rows: list) -> str:
+    """The machine's GEMM peak, the network's FLOP per pixel and how near the model runs."""
+    line = f"- float32 GEMM peak of this machine: {peak_gflops:.0f} GFLOP/s (all cores)"
+    if not flop_per_pixel:
+        return line + "; network FLOP per pixel: n/a (needs torch)"
+    line += (f"; network: {flop_per_pixel / 1e3:.0f} kFLOP per pixel, so at most "
+             f"{peak_gflops * 1e3 / flop_per_pixel:.2f} MP/s of tile pixels at that peak")
+    for r in rows:
+        achieved = r["model_mp_per_s"] * flop_per_pixel / 1e3
+        line += (f"; model only, {r['megapixels']:.0f} MP {r['backend']}: {achieved:.0f} "
+                 f"GFLOP/s ({achieved / peak_gflops * 100:.0f} % of the peak)")
+        break
+    return line
 
 
 def run(args):
@@ -207,6 +305,8 @@ def run(args):
                         f"choose another --workdir.") from None
     scenes = {size: cached_scene(workdir, size) for size in sizes}
     load_before = _load_average()
+    peak_gflops = gemm_peak_gflops()
+    flop_per_pixel = network_flop_per_pixel(args.model)
     common = {"model": args.model, "device": args.device, "tile": args.tile,
               "threads": args.threads, "batch_size": args.batch_size,
               "model_seconds": args.model_seconds}
@@ -228,18 +328,39 @@ def run(args):
                ("--workdir", args.workdir)]
     command = "sar-cloud-removal bench " + " ".join(f"{flag} {value}" for flag, value in options
                                                     if value is not None)
+    notes = [limits_line(peak_gflops, flop_per_pixel, rows), memory_line(rows)]
+    if FULL_TILE_MP in sizes:
+        notes.append(f"- {FULL_TILE_MP:.2f} MP is one full Sentinel-2 tile "
+                     f"({FULL_TILE_SIDE} x {FULL_TILE_SIDE} px)")
+    notes = "\n".join(note for note in notes if note)
     report = (f"# Benchmark\n\n"
               f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
               f"- command: `{command}`\n"
-              f"- model: {rows[0]['model']}, tile {rows[0]['tile']} px, "
-              f"batch {args.batch_size}\n"
+              f"- model: {rows[0]['model']}, tiles fitted to each scene from "
+              f"{args.tile or 'the default'} px, batch {args.batch_size} "
+              f"(on the CPU at most {rows[0]['batch']} tile(s) per call)\n"
               f"- machine: {_machine()}\n"
               f"- load average (1 min) before / after the runs: {load_before} / "
               f"{_load_average()} (anything above the benchmark's own load is other work "
-              f"sharing the CPU)\n\n{table}\n")
+              f"sharing the CPU)\n\n{table}\n\n{notes}\n")
     (workdir / "bench.md").write_text(report)
-    print("\n" + table + f"\n\nwritten to {workdir / 'bench.md'}")
+    print("\n" + table + "\n\n" + notes + f"\n\nwritten to {workdir / 'bench.md'}")
     return 0
+
+
+def memory_line(rows: list) -> str:
+    """How peak memory changes from the smallest to the largest scene, per backend."""
+    parts = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        mine = sorted((r for r in rows if r["backend"] == backend),
+                      key=lambda r: r["megapixels"])
+        if len(mine) > 1:
+            low, high = mine[0], mine[-1]
+            change = (high["peak_rss_mb"] / low["peak_rss_mb"] - 1) * 100
+            parts.append(f"{backend} {low['peak_rss_mb']:.0f} MB at {low['megapixels']:.0f} MP "
+                         f"-> {high['peak_rss_mb']:.0f} MB at {high['megapixels']:.0f} MP "
+                         f"({change:+.0f} %)")
+    return "- peak RSS as the scene grows: " + "; ".join(parts) if parts else ""
 
 
 def _child_main(argv) -> int:

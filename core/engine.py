@@ -34,6 +34,9 @@ from .tiling import TileGrid, effective_tile_size, plan_blocks, reflect_pad
 # block size sets memory only: about 60 MB of float32 sums (14 x 1024 x 1024) per block, two
 # blocks at a time (one blended, one written), whatever the scene size.
 BLOCK_SIZE = 1024
+# On the CPU an inference call holds at most this many tile pixels (four 256 px tiles): larger
+# calls run no faster there, and the runtime's working memory grows with the call.
+CPU_BATCH_PIXELS = 4 * 256 * 256
 # GDAL's block cache defaults to 5 % of RAM and, fed a whole scene window by window, fills it all
 # (1.8 GB peak instead of 1.0 GB on a 16 MP scene); every block is read about once, so a small
 # cache costs little speed. A process that already started GDAL (QGIS) keeps its own setting.
@@ -79,6 +82,7 @@ class RemovalResult:
     model_name: str
     messages: list = field(default_factory=list)
     adaptation: object = None   # adaptation.scene.Adaptation when adaptation was asked for
+    tile_size: Optional[int] = None   # the tile side the network ran on (fitted to the image)
 
     @property
     def megapixels(self) -> float:
@@ -204,6 +208,8 @@ def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_s
     core.pipeline overlaps reading, inference and writing, and computes every tile once.
     """
     blocks = plan_blocks(grid, BLOCK_SIZE)
+    if backend.device == "cpu":   # larger calls gain nothing on a CPU but runtime memory
+        batch_size = max(1, min(batch_size, CPU_BATCH_PIXELS // (grid.tile * grid.tile)))
     # Read once here: the writer thread must not query the dataset the reader thread reads.
     dtype, nodata = np.dtype(scene.s2.dtypes[0]), scene.s2.nodata
     store = TileStore(writer.targets[0].parent, writer.scratch_name("tiles"), scene.s2.count,
@@ -370,4 +376,4 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
     return RemovalResult(out_path=str(out_path), gate_path=str(gate_path), width=window.width,
                          height=window.height, seconds=time.perf_counter() - started,
                          backend=backend_name, device=device, model_name=spec.name,
-                         messages=messages)
+                         messages=messages, tile_size=tile)

@@ -26,9 +26,24 @@ def test_an_axis_shorter_than_a_tile_gets_one_tile():
 
 def test_tile_size_rounded_to_the_model_multiple_and_shrunk_to_small_images():
     tile, note = effective_tile_size(250, 32, 8, 1000, 1000)
-    assert tile == 256 and "250 to 256" in note
+    assert tile == 232 and "250 to 256" in note     # 5 tiles of 256 or of 232 px cover 1000
     assert effective_tile_size(256, 32, 8, 100, 37) == (104, None)
-    assert effective_tile_size(256, 32, 8, 300, 300) == (256, None)
+    assert effective_tile_size(256, 32, 8, 300, 300) == (168, None)    # 2 tiles either way
+    assert effective_tile_size(256, 32, 8, 1376, 1000) == (256, None)  # 256 fits exactly
+
+
+@pytest.mark.parametrize("length, tile, overlap, multiple", [
+    (1000, 256, 32, 8), (2064, 512, 64, 8), (2064, 256, 64, 8), (11044, 512, 64, 8),
+    (300, 64, 30, 1), (97, 48, 16, 1), (5000, 256, 0, 16)])
+def test_a_fitted_tile_covers_the_axis_with_as_many_tiles_and_no_more_pixels(length, tile,
+                                                                              overlap, multiple):
+    fitted, _ = effective_tile_size(tile, overlap, multiple, length, length)
+    assert fitted <= tile and fitted % multiple == 0 and 2 * overlap < fitted
+    starts = tile_starts(length, fitted, overlap)
+    assert len(starts) == len(tile_starts(length, tile, overlap))
+    assert starts[-1] + fitted == length and (np.diff(starts) <= fitted - overlap).all()
+    if fitted - multiple > 2 * overlap:   # one multiple less would need another tile
+        assert len(tile_starts(length, fitted - multiple, overlap)) > len(starts)
 
 
 @pytest.mark.parametrize("tile, overlap", [(64, 32), (64, 100), (0, 0), (64, -1)])
