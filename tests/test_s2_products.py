@@ -225,3 +225,18 @@ def test_an_earth_engine_harmonized_export_says_its_offset_is_removed(tmp_path, 
     (harmonized / "metadata.json").write_text(json.dumps(meta))
     with open_raster(harmonized, "S2") as dataset:
         assert dataset.tags()["RADIO_ADD_OFFSET"] == "0"
+
+
+def test_runs_give_gdal_a_real_block_cache(tmp_path, pre_2022):
+    """GDAL_CACHEMAX reaches GDAL in bytes through rasterio: the engine's 128 MB must not be
+    128 bytes, which left no cache and decoded a product's JPEG2000 tiles once per strip."""
+    from osgeo import gdal
+
+    from sar_cloud_removal.core.engine import GDAL_CACHE_MB
+
+    seen = []
+    model = str(tiny_models.identity_onnx(tmp_path / "id.onnx", tile_size=64, overlap=16))
+    remove_clouds(RemovalRequest(str(pre_2022["safe"]), str(pre_2022["s1"]),
+                                 str(tmp_path / "o.tif"), model=model),
+                  progress=lambda fraction, message: seen.append(gdal.GetCacheMax()))
+    assert seen and set(seen[:-1]) == {GDAL_CACHE_MB * 2**20}
