@@ -199,9 +199,12 @@ class _Pyramid:
                 (cols % top and col + cols != self.width):
             self.usable = False
             return
-        # The first halving sums the pixels in their own dtype's copy (no float64 block copy).
+        # Invalid pixels must not count. They hold the fill value, so where that is 0 they add
+        # nothing and only the counts need the mask; otherwise they are zeroed in a copy.
         counts = valid
-        sums = data if valid.all() else np.where(valid, data, np.zeros((), data.dtype))
+        zero_fill = self.dtype.kind in "iu" and self.fill == 0
+        sums = data if zero_fill or valid.all() else \
+            np.where(valid, data, np.zeros((), data.dtype))
         for factor, dataset in zip(self.factors, self.datasets):
             sums, counts = _halve(sums, counts)
             dataset.write(self._means(sums, counts),

@@ -23,8 +23,27 @@ from .errors import Cancelled
 from .tiling import BlendAccumulator
 
 # Rows of tiles read ahead of the network: one in use, one ready, one being read.
-_READ_AHEAD = 2
+_READ_AHEAD = 1
 _POLL_S = 0.1
+# How much less CPU priority (niceness) the reader and writer threads take than the network's
+# threads: on a machine with few cores they then use the gaps inference leaves, rather than
+# stalling every parallel step of the network that waits for a descheduled thread.
+IO_NICENESS = 0
+# Read and write in their own threads, beside inference (False: one after the other).
+OVERLAP = True
+
+
+def _lower_priority() -> None:
+    """Give the calling thread IO_NICENESS less priority (Linux: niceness is per thread)."""
+    if not IO_NICENESS or not hasattr(os, "setpriority") or not hasattr(threading,
+                                                                         "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                  + IO_NICENESS))
+    except OSError:
+        pass
 
 
 class TileStore:
@@ -84,6 +103,7 @@ class _Writer:
         self._thread.start()
 
     def _run(self):
+        _lower_priority()
         try:
             while not self._stop.is_set():
                 try:
@@ -187,8 +207,12 @@ def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, read_region, r
         out, gate = finish(blended, valid, original)
         write(window, out, gate)
 
-    reader = _JobReader(_read_jobs(blocks, tile, with_originals), read, _READ_AHEAD)
-    writer = _Writer("block writer", finish_and_write)
+    if OVERLAP:
+        reader = _JobReader(_read_jobs(blocks, tile, with_originals), read, _READ_AHEAD)
+        writer = _Writer("block writer", finish_and_write)
+    else:
+        reader = _InlineReader(_read_jobs(blocks, tile, with_originals), read)
+        writer = _InlineWriter(finish_and_write)
     total = sum(len(block.compute) for block in blocks)
     done, any_invalid = 0, False
     try:
@@ -246,6 +270,7 @@ class _JobReader:
         self._thread.start()
 
     def _run(self, jobs, read):
+        _lower_priority()
         try:
             for job in jobs:
                 if self._stop.is_set():
@@ -277,3 +302,29 @@ class _JobReader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _InlineReader:
+    """`_JobReader`'s interface, reading in the calling thread when asked."""
+
+    def __init__(self, jobs, read):
+        self._jobs, self._read = iter(jobs), read
+
+    def get(self):
+        return self._read(next(self._jobs))
+
+    def close(self) -> None:
+        pass
+
+
+class _InlineWriter:
+    """`_Writer`'s interface, writing in the calling thread."""
+
+    def __init__(self, work):
+        self._work = work
+
+    def put(self, item) -> None:
+        self._work(item)
+
+    def close(self, abort: bool = False) -> None:
+        pass
