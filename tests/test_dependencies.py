@@ -237,3 +237,14 @@ def test_plugin_loads_and_explains_when_onnxruntime_and_torch_are_missing(
             "Install the missing Python packages first (onnxruntime).")
     finally:
         plugin.unload()
+
+
+def test_torch_for_scene_adaptation_is_offered_as_one_command_for_this_qgis():
+    from sar_cloud_removal.ui import dependencies
+
+    cpu = dependencies.torch_install_command(nvidia_gpu=False)
+    gpu = dependencies.torch_install_command(nvidia_gpu=True)
+    python = dependencies.python_interpreter()
+    assert cpu.startswith(python) and gpu.startswith(python)
+    assert dependencies.TORCH_REQUIREMENT in cpu and str(dependencies.dependencies_folder()) in cpu
+    assert dependencies.TORCH_CPU_INDEX in cpu and dependencies.TORCH_CPU_INDEX not in gpu

@@ -215,6 +215,26 @@ def install_command(missing: Sequence[str], target: Optional[Path] = None,
     return pip_command(python, target, requirements, index_url, find_links)
 
 
+# Scene adaptation trains with torch, which the installer does not lock: its CPU build lives on
+# PyTorch's own index and its CUDA build needs NVIDIA's libraries, hundreds of MB either way. The
+# plugin shows the user the one command for this QGIS instead, into the same folder.
+TORCH_REQUIREMENT = "torch==2.13.0"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torch_install_command(nvidia_gpu: Optional[bool] = None) -> Optional[str]:
+    """The shell command that installs torch for this QGIS (CPU build, or the CUDA build where
+    an NVIDIA GPU is present) into the plugin's package folder; None without QGIS's Python."""
+    python = python_interpreter()
+    if python is None:
+        return None
+    gpu = has_nvidia_gpu() if nvidia_gpu is None else nvidia_gpu
+    index = [] if gpu else ["--index-url", TORCH_CPU_INDEX]
+    parts = [python, "-m", "pip", "install", "--target", str(dependencies_folder()),
+             TORCH_REQUIREMENT, *index]
+    return " ".join(f'"{p}"' if " " in p else p for p in parts)
+
+
 class DependencyDialog(QDialog):
     """Runs a pip command in a QProcess and shows its log live; QGIS stays usable meanwhile."""
 

@@ -36,6 +36,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.model_spec import DEFAULT_MODEL, MODEL_SUFFIXES, list_models
 from . import ICON_PATH, settings
+from .dependencies import has_nvidia_gpu, torch_install_command
 from .i18n import tr
 from .layers import matching_s1_layers, overlap_in_s2_crs
 from .run_inputs import RunInputs, aoi_size_pixels, input_problem, s2_problem
@@ -231,9 +232,13 @@ class SarCloudRemovalDock(QgsDockWidget):
             "Before restoring, fine-tune a copy of the network on this scene's own clear pixels "
             "(its radar and optical images of the same date). The copy is used only if it "
             "restores held-out clear pixels better; the message bar says what happened."))
+        command = None if has_torch else torch_install_command()
+        self.adapt_hint.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.adapt_hint.setText("" if has_torch else tr(
             "Scene adaptation needs the Python package torch, which is not installed for this "
-            "QGIS; the dependency installer can add it (CPU build, or CUDA with an NVIDIA GPU)."))
+            "QGIS (restoring does not need it). To add it ({}), run once and restart QGIS:\n"
+            "{}").format(tr("CUDA build, for your NVIDIA GPU") if has_nvidia_gpu()
+                         else tr("CPU build"), command or tr("(QGIS's Python was not found)")))
         self.adapt_hint.setVisible(not has_torch)
 
     def _build_advanced(self) -> QWidget:
