@@ -9,7 +9,7 @@ computed once and kept for the next; reading, inference and writing overlap: cor
 import os
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .backends import create_backend
+from .backends import available_cores, create_backend
 from .errors import UserError
 from .geotiff import OutputPair
 from .keep_clear import keep_clear, keep_weight
@@ -202,10 +202,11 @@ class _Scene:
 
 
 def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_size, progress,
-             is_cancelled) -> bool:
+             is_cancelled, more_scenes=()) -> bool:
     """Run the model over every block and write it; returns whether any pixel was invalid.
 
-    core.pipeline overlaps reading, inference and writing, and computes every tile once.
+    core.pipeline overlaps reading, inference and writing, and computes every tile once;
+    `more_scenes` (copies of `scene` over their own datasets) read in threads of their own.
     """
     blocks = plan_blocks(grid, BLOCK_SIZE)
     if backend.device == "cpu":   # larger calls gain nothing on a CPU but runtime memory
@@ -217,14 +218,27 @@ def _restore(scene: _Scene, grid: TileGrid, backend, writer: OutputPair, batch_s
     try:
         return run_blocks(
             blocks, tile=grid.tile, bands=scene.s2.count, batch_size=batch_size,
-            read_region=scene.read_region,
-            read_original=None if scene.raw_network else scene.read_original,
-            infer=backend.run,
+            readers=[(s.read_region, s.read_original) for s in (scene, *more_scenes)],
+            with_originals=not scene.raw_network, infer=backend.run,
             finish=lambda blended, valid, original: _block_outputs(
                 scene, blended, valid, original, dtype=dtype, nodata=nodata),
             write=writer.write, store=store, progress=progress, is_cancelled=is_cancelled)
     finally:
         store.close()
+
+
+def reader_threads(device: str, cores: int) -> int:
+    """How many threads read and reproject the inputs. On the CPU one: the cores are busy with
+    the network. With a GPU the network waits for its inputs, so about a third of the cores
+    (up to 4) read in parallel."""
+    return 1 if device != "cuda" else max(1, min(4, cores // 3))
+
+
+def _scene_copy(request: RemovalRequest, scene: _Scene, stack: ExitStack) -> _Scene:
+    """`scene` over datasets of its own, for another reader thread."""
+    s2 = stack.enter_context(open_raster(request.s2_path, "S2"))
+    s1 = stack.enter_context(open_raster(request.s1_path, "S1"))
+    return replace(scene, s2=s2, s1_grid=stack.enter_context(S1OnS2Grid(s1, s2)))
 
 
 def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
@@ -362,8 +376,10 @@ def remove_clouds(request: RemovalRequest, progress: Optional[Callable] = None,
         if writer.stale_removed:
             messages.append(f"Removed {len(writer.stale_removed)} temporary file(s) that killed "
                             f"runs had left in the output folder.")
+        more_scenes = [_scene_copy(request, scene, stack) for _ in range(
+            reader_threads(backend.device, request.threads or available_cores()) - 1)]
         any_invalid = _restore(scene, grid, backend, writer, request.batch_size, progress,
-                               is_cancelled)
+                               is_cancelled, more_scenes)
         messages += backend.messages   # read after the run: a GPU fallback may happen midway
         restored_nodata = _nodata_or_default(s2.nodata, s2.dtypes[0])
         if any_invalid:

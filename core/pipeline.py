@@ -183,24 +183,27 @@ class _Strips:
             del self._rows[old]
 
 
-def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, read_region, read_original,
+def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, readers, with_originals: bool,
                infer, finish, write, store: TileStore, progress, is_cancelled) -> bool:
     """Infer, blend and write every block of `blocks` (core.tiling.plan_blocks); returns
     whether any output pixel was invalid.
 
-    `read_region(row, col, height, width)` -> (s2, s1, valid) model inputs;
-    `read_original(window)` -> the block's S2 DN (None: not needed, the raw network);
-    `infer(s2, s1)` -> (restored, gate) for a batch; `finish(blended, valid, original)` ->
-    (output pixels, gate) of a block; `write(window, out, gate)`. The reader runs
-    `read_region` and `read_original`, the writer `finish` and `write`.
+    `readers`: one (read_region, read_original) pair per reader thread, each over its own
+    datasets: `read_region(row, col, height, width)` -> (s2, s1, valid) model inputs,
+    `read_original(window)` -> the block's S2 DN (read only `with_originals`; the raw network
+    needs none). `infer(s2, s1)` -> (restored, gate) for a batch; `finish(blended, valid,
+    original)` -> (output pixels, gate) of a block; `write(window, out, gate)`: both run in the
+    writer thread.
     """
-    with_originals = read_original is not None
+    def reader_of(read_region, read_original):
+        def read(job):
+            if job[0] == "strip":
+                _, row, col, width = job
+                return ("strip", row, col, read_region(row, col, tile, width))
+            return ("original", None, None, read_original(job[1]))
+        return read
 
-    def read(job):
-        if job[0] == "strip":
-            _, row, col, width = job
-            return ("strip", row, col, read_region(row, col, tile, width))
-        return ("original", None, None, read_original(job[1]))
+    reads = [reader_of(*pair) for pair in readers]
 
     def finish_and_write(item):
         window, blended, valid, original = item
@@ -208,10 +211,10 @@ def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, read_region, r
         write(window, out, gate)
 
     if OVERLAP:
-        reader = _JobReader(_read_jobs(blocks, tile, with_originals), read, _READ_AHEAD)
+        reader = _JobReader(_read_jobs(blocks, tile, with_originals), reads, _READ_AHEAD)
         writer = _Writer("block writer", finish_and_write)
     else:
-        reader = _InlineReader(_read_jobs(blocks, tile, with_originals), read)
+        reader = _InlineReader(_read_jobs(blocks, tile, with_originals), reads[0])
         writer = _InlineWriter(finish_and_write)
     total = sum(len(block.compute) for block in blocks)
     done, any_invalid = 0, False
@@ -260,48 +263,64 @@ def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, read_region, r
 
 
 class _JobReader:
-    """A thread that runs `read(job)` for each job in turn, at most `ahead` results waiting."""
+    """Threads, one per reader (each with its own datasets: GDAL handles are not thread-safe),
+    that run the jobs in turn and hand their results back in job order; at most `ahead`
+    results wait beyond those being read."""
 
-    def __init__(self, jobs, read, ahead: int):
-        self._results = queue.Queue(maxsize=ahead)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(jobs, read), name="tile reader",
-                                        daemon=True)
-        self._thread.start()
+    def __init__(self, jobs, reads, ahead: int):
+        self._jobs = list(jobs)
+        self._capacity = ahead + len(reads)
+        self._next_job = self._next_out = 0
+        self._results = {}
+        self._stop = False
+        self._cond = threading.Condition()
+        self._threads = [threading.Thread(target=self._run, args=(read,), daemon=True,
+                                          name=f"tile reader {i}")
+                         for i, read in enumerate(reads)]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self, jobs, read):
+    def _run(self, read):
         _lower_priority()
-        try:
-            for job in jobs:
-                if self._stop.is_set():
+        while True:
+            with self._cond:
+                while not self._stop and self._next_job < len(self._jobs) and \
+                        self._next_job >= self._next_out + self._capacity:
+                    self._cond.wait(_POLL_S)
+                if self._stop or self._next_job >= len(self._jobs):
                     return
-                self._offer(("ok", read(job)))
-        except BaseException as exc:   # handed to the caller, who raises it
-            self._offer(("error", exc))
-
-    def _offer(self, item):
-        while not self._stop.is_set():
+                index = self._next_job
+                self._next_job += 1
             try:
-                self._results.put(item, timeout=_POLL_S)
+                result = ("ok", read(self._jobs[index]))
+            except BaseException as exc:   # handed to the caller, who raises it
+                result = ("error", exc)
+            with self._cond:
+                self._results[index] = result
+                self._cond.notify_all()
+            if result[0] == "error":
                 return
-            except queue.Full:
-                continue
 
     def get(self):
-        while True:
-            try:
-                kind, value = self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._thread.is_alive():
-                    raise RuntimeError("the tile reader stopped") from None
-                continue
-            if kind == "error":
-                raise value
-            return value
+        with self._cond:
+            while self._next_out not in self._results:
+                if not any(thread.is_alive() for thread in self._threads):
+                    raise RuntimeError("the tile readers stopped")
+                self._cond.wait(_POLL_S)
+            kind, value = self._results.pop(self._next_out)
+            self._next_out += 1
+            self._cond.notify_all()
+        if kind == "error":
+            raise value
+        return value
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        with self._cond:
+            self._stop = True
+            self._results.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
 
 
 class _InlineReader:

@@ -1,0 +1,79 @@
+"""The threaded tile loop (core/pipeline.py): every tile computed once, any number of reader
+threads giving the same bits, and a failure in any thread ending the run with nothing left."""
+import numpy as np
+import pytest
+import rasterio
+
+import georasters
+import tiny_models
+from georasters import files_in
+from sar_cloud_removal.core import engine, pipeline
+from sar_cloud_removal.core.engine import RemovalRequest, remove_clouds
+from sar_cloud_removal.core.tiling import TileGrid, plan_blocks
+from test_engine_seams import tile_mean_onnx
+
+
+@pytest.fixture
+def scene(tmp_path):
+    dn = georasters.s2_dn(300, 260, low=1000, high=5000)
+    s2, s1 = georasters.pair(tmp_path, s2=dn, s1=georasters.s1_db(300, 260))
+    return s2, s1, tile_mean_onnx(tmp_path / "tile_mean.onnx", 64, 24)
+
+
+def _run(tmp_path, scene, name, **request):
+    s2, s1, model = scene
+    result = remove_clouds(RemovalRequest(str(s2), str(s1), str(tmp_path / f"{name}.tif"),
+                                          model=str(model), s2_offset=0, batch_size=1,
+                                          raw_network=True, **request))
+    with rasterio.open(result.out_path) as out, rasterio.open(result.gate_path) as gate:
+        return out.read(), gate.read()
+
+
+def test_the_plan_computes_each_tile_once_and_keeps_it_until_its_last_block():
+    grid = TileGrid(1000, 700, 128, 32, 16)
+    blocks = plan_blocks(grid, 256)
+    computed = [t for block in blocks for t in block.compute]
+    assert sorted(computed) == sorted((r, c) for r in grid.rows for c in grid.cols)
+    assert len(computed) == len(set(computed))
+    kept, released = set(), set()
+    for block in blocks:
+        assert block.tiles == grid.tiles_touching(block.row0, block.col0, block.height,
+                                                  block.width)
+        for tile in block.tiles:
+            assert tile in block.compute or (tile in kept and tile not in released)
+        kept |= block.keep
+        released |= block.release
+    assert kept == released and kept   # everything stored is freed again
+
+
+def test_more_reader_threads_and_no_threads_give_the_same_bits(tmp_path, scene, monkeypatch):
+    monkeypatch.setattr(engine, "BLOCK_SIZE", 96)
+    one = _run(tmp_path, scene, "one")
+    monkeypatch.setattr(engine, "reader_threads", lambda device, cores: 3)
+    three = _run(tmp_path, scene, "three")
+    monkeypatch.setattr(pipeline, "OVERLAP", False)
+    inline = _run(tmp_path, scene, "inline")
+    for other in (three, inline):
+        np.testing.assert_array_equal(one[0], other[0])
+        np.testing.assert_array_equal(one[1], other[1])
+
+
+@pytest.mark.parametrize("where", ["read_region", "read_original", "_block_outputs"])
+def test_a_failure_in_a_reader_or_the_writer_ends_the_run_and_leaves_nothing(tmp_path, scene,
+                                                                            monkeypatch, where):
+    monkeypatch.setattr(engine, "BLOCK_SIZE", 96)
+    owner = engine if where == "_block_outputs" else engine._Scene
+    real, calls = getattr(owner, where), []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk gone")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, where, failing)
+    s2, s1, model = scene
+    with pytest.raises(OSError, match="disk gone"):
+        remove_clouds(RemovalRequest(str(s2), str(s1), str(tmp_path / "o.tif"),
+                                     model=str(model), s2_offset=0))
+    assert files_in(tmp_path) == {"s2.tif", "s1.tif", "tile_mean.onnx"}
