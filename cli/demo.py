@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7, help="scene seed (default: %(default)s)")
     parser.add_argument("--model", default="default", help="model name or file (default: %(default)s)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--adapt-seconds", type=float, default=90.0,
+                        help="budget of the scene-adapted run; 0 skips it (default: %(default)s)")
     return parser
 
 
@@ -40,23 +42,27 @@ def main(argv=None) -> int:
           f"20 m) in {out / 'scene'} ...")
     scene = write_scene(out / "scene", args.size, args.size, seed=args.seed,
                         cloud_kind="mixed", coverage=0.45)
-    restored, gate = out / "restored.tif", out / "gate.tif"
-    command = ["remove", "--s1", str(scene.s1), "--s2", str(scene.s2_cloudy),
-               "--out", str(restored), "--gate", str(gate), "--model", args.model,
-               "--backend", args.backend]
-    print("Running: sar-cloud-removal " + " ".join(command))
-    status = cli_main(command)
-    if status != 0:
-        return status
-    quicklook = out / "quicklook.png"
-    write_quicklook(quicklook, scene.s2_cloudy, restored, gate)
+    runs = [("global", out / "restored_global.tif", out / "gate_global.tif",
+             out / "quicklook_global.png", [])]
+    if args.adapt_seconds > 0:
+        runs.append(("adapted", out / "restored.tif", out / "gate.tif", out / "quicklook.png",
+                     ["--adapt", "--adapt-seconds", str(args.adapt_seconds)]))
+    for _, restored, gate, quicklook, extra in runs:
+        command = ["remove", "--s1", str(scene.s1), "--s2", str(scene.s2_cloudy),
+                   "--out", str(restored), "--gate", str(gate), "--model", args.model,
+                   "--backend", args.backend, *extra]
+        print("Running: sar-cloud-removal " + " ".join(command))
+        status = cli_main(command)
+        if status != 0:
+            return status
+        write_quicklook(quicklook, scene.s2_cloudy, restored, gate)
     print(f"\nDone in {time.perf_counter() - started:.0f} s.\n"
           f"  cloudy input S2   {scene.s2_cloudy}\n"
           f"  clear truth S2    {scene.s2_clear}\n"
-          f"  input S1          {scene.s1}\n"
-          f"  restored S2       {restored}\n"
-          f"  gate confidence   {gate}\n"
-          f"  quicklook         {quicklook}  (cloudy | restored | gate)")
+          f"  input S1          {scene.s1}")
+    for name, restored, gate, quicklook, _ in runs:
+        print(f"  {name} model:\n    restored S2     {restored}\n    gate confidence {gate}\n"
+              f"    quicklook       {quicklook}  (cloudy | restored | gate)")
     return 0
 
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # runs the real default model end to end
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo_output"
     proc = subprocess.run([sys.executable, "-m", "sar_cloud_removal.cli.demo", "--out", str(out),
-                           "--size", str(SIZE)], capture_output=True, text=True, timeout=600)
+                           "--size", str(SIZE), "--adapt-seconds", "5"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -24,8 +25,10 @@ def demo(tmp_path_factory):
 def test_demo_says_where_everything_is(demo):
     out, stdout = demo
     assert "sar-cloud-removal remove --s1" in stdout
-    for name in ("restored.tif", "gate.tif", "quicklook.png"):
-        assert str(out / name) in stdout
+    for name in ("restored.tif", "gate.tif", "quicklook.png", "restored_global.tif",
+                 "gate_global.tif", "quicklook_global.png"):
+        assert str(out / name) in stdout and (out / name).is_file()
+    assert "--adapt --adapt-seconds 5" in stdout
 
 
 def test_restored_and_gate_lie_on_the_s2_grid_with_sane_values(demo):
