@@ -30,7 +30,7 @@ DEFAULTS = {
                                             "bigearthnet"],
              "packed": "sen12mscr/packed", "holdout_packed": [], "selection_packed": [],
              "selection_pairs": [], "validation_folders": ["sen12mscr"],
-             "synthetic_weight": 1.0, "real_weight": 0.0,
+             "synthetic_weight": 1.0, "real_weight": 0.0, "pair_weights": {},
              "clouds_over_packed_targets": True, "cloud_kind": "mixed"},
     "loss": {}, "loss_step_offset": 0,
     "crop": 128, "batch": 4, "steps": 1000, "lr": 3e-4, "weight_decay": 0.0,
@@ -148,8 +148,19 @@ def build_data(config: dict):
             raise UserError(f"The crop of {config['crop']} px is larger than the scene "
                             f"{small[0]}; lower 'crop' or drop its source from "
                             f"data.pair_sources.")
-        sources.append(SyntheticClouds(pairs, data["cloud_kind"]))
-        weights.append(data["synthetic_weight"])
+        # Per-pair weights by source (data.pair_weights, default 1): e.g. the L2A BigEarthNet
+        # pairs, approximations of L1C, can count for less than the true L1C scenes.
+        groups = {}
+        for pair in pairs:
+            groups.setdefault(pair.name.split("/")[0] if "/" in pair.name else "packed",
+                              []).append(pair)
+        factors = {name: data["pair_weights"].get(name, 1.0) * len(group)
+                   for name, group in groups.items()}
+        total = sum(factors.values())
+        for name, group in groups.items():
+            if factors[name] > 0:
+                sources.append(SyntheticClouds(group, data["cloud_kind"]))
+                weights.append(data["synthetic_weight"] * factors[name] / total)
     if data["real_weight"] > 0:
         sources.append(RealTriplets(train_real))
         weights.append(data["real_weight"])
