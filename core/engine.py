@@ -39,8 +39,11 @@ BLOCK_SIZE = 1024
 CPU_BATCH_PIXELS = 4 * 256 * 256
 # GDAL's block cache defaults to 5 % of RAM and, fed a whole scene window by window, fills it all
 # (1.8 GB peak instead of 1.0 GB on a 16 MP scene); every block is read about once, so a small
-# cache costs little speed. A process that already started GDAL (QGIS) keeps its own setting.
-GDAL_CACHE_MB = 128
+# cache costs little speed. It fills only on scenes larger than it, so its size is also how
+# much peak memory grows from a small scene to a full tile: 64 MB holds the input blocks that
+# consecutive rows of tiles share and one output block's dirty file tiles. A process that
+# already started GDAL (QGIS) keeps its own setting.
+GDAL_CACHE_MB = 64
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -254,9 +257,23 @@ def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
     out = np.empty(blended[:-1].shape, dtype)
     gate = np.clip(blended[-1:], 0, 1)
     weight = None if original is None else keep_weight(gate[0])
+    subsets = None
+    if weight is not None and (dtype.kind in "iu" or dtype == np.float32):
+        # keep_clear leaves a pixel of weight 0 as restored and takes one of weight 1 from the
+        # original, bit for bit: mix only the pixels in between (a thin band along cloud
+        # edges), copy the kept ones, and skip the arithmetic on all the rest.
+        kept = weight >= 1.0
+        mixed = (weight > 0) & ~kept
+        subsets = kept, mixed, weight[mixed]
     for band, values in enumerate(blended[:-1]):   # band by band: no whole-block float copy
         out[band] = denormalise_s2(values, scene.offset, dtype, scene.s2_scale)
-        if weight is not None:
+        if subsets is not None:
+            kept, mixed, mixed_weight = subsets
+            if mixed_weight.size:
+                out[band][mixed] = keep_clear(out[band][mixed], original[band][mixed],
+                                              mixed_weight)
+            np.copyto(out[band], original[band], where=kept)
+        elif weight is not None:
             out[band] = keep_clear(out[band], original[band], weight)
     if nodata is not None and dtype.kind in "iu":
         # A valid pixel must not read as nodata: move it one DN away.

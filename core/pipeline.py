@@ -11,8 +11,10 @@ Tiles that straddle block boundaries are computed once (core.tiling.plan_blocks)
 temporary file beside the output until the last block that blends them, so they cost disk
 pages (which the page cache holds), not resident memory.
 """
+import ctypes
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from .errors import Cancelled
 from .tiling import BlendAccumulator
 
 # Rows of tiles read ahead of the network: one in use, one ready, one being read.
-_READ_AHEAD = 1
+_READ_AHEAD = 0
 _POLL_S = 0.1
 # How much less CPU priority (niceness) the reader and writer threads take than the network's
 # threads: on a machine with few cores they then use the gaps inference leaves, rather than
@@ -31,6 +33,27 @@ _POLL_S = 0.1
 IO_NICENESS = 0
 # Read and write in their own threads, beside inference (False: one after the other).
 OVERLAP = True
+
+
+# Arrays from this size up are mapped from the OS and handed back when freed (glibc's
+# M_MMAP_THRESHOLD). glibc otherwise raises that threshold to the largest array freed so far
+# (up to 32 MB), after which the engine's many block- and tile-sized arrays come from heaps
+# that fragment across threads and grow with the number of blocks: peak memory then creeps up
+# with the scene instead of staying flat.
+MMAP_THRESHOLD = 64 << 10
+_heap_bounded = False
+
+
+def bound_heap_growth() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process (Linux only)."""
+    global _heap_bounded
+    if _heap_bounded or not sys.platform.startswith("linux"):
+        return
+    _heap_bounded = True
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)   # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):   # not glibc
+        pass
 
 
 def _lower_priority() -> None:
@@ -204,6 +227,7 @@ def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, readers, with_
         return read
 
     reads = [reader_of(*pair) for pair in readers]
+    bound_heap_growth()
 
     def finish_and_write(item):
         window, blended, valid, original = item

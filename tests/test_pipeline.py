@@ -77,3 +77,32 @@ def test_a_failure_in_a_reader_or_the_writer_ends_the_run_and_leaves_nothing(tmp
         remove_clouds(RemovalRequest(str(s2), str(s1), str(tmp_path / "o.tif"),
                                      model=str(model), s2_offset=0))
     assert files_in(tmp_path) == {"s2.tif", "s1.tif", "tile_mean.onnx"}
+
+
+@pytest.mark.parametrize("dtype, nodata", [(np.uint16, None), (np.uint16, 0), (np.int16, -1),
+                                           (np.float32, None), (np.float64, None)])
+def test_block_outputs_keep_clear_pixels_exactly_as_keep_clear_does(dtype, nodata):
+    """The block writer mixes only the pixels between the keep levels; the result must be
+    keep_clear's, bit for bit, on every pixel."""
+    from types import SimpleNamespace
+
+    from sar_cloud_removal.core.keep_clear import keep_clear, keep_weight
+    from sar_cloud_removal.core.sensors import denormalise_s2
+
+    rng = np.random.default_rng(3)
+    blended = rng.random((14, 60, 70), dtype=np.float32)
+    blended[-1] = rng.choice([0.0, 0.3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0], (60, 70))
+    original = (rng.random((13, 60, 70)) * 9000 + 1).astype(dtype)
+    valid = rng.random((60, 70)) > 0.05
+    scene = SimpleNamespace(offset=0, s2_scale=10000)
+    out, gate = engine._block_outputs(scene, blended.copy(), valid, original, dtype=dtype,
+                                      nodata=nodata)
+    weight = keep_weight(np.clip(blended[-1], 0, 1))
+    want = np.stack([keep_clear(denormalise_s2(b, 0, dtype, 10000), o, weight)
+                     for b, o in zip(blended[:-1], original)])
+    if nodata is not None:
+        want[want == nodata] = nodata + 1
+    want[:, ~valid] = 0 if nodata is None and np.dtype(dtype).kind in "iu" else \
+        (np.nan if nodata is None else nodata)
+    np.testing.assert_array_equal(out, want)
+    assert np.isnan(gate[0, ~valid]).all()
