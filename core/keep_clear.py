@@ -12,7 +12,7 @@ The same function serves the engine (on DN, band by band) and training's validat
 import numpy as np
 
 KEEP_FULL = 0.9
-KEEP_NONE = 0.5
+KEEP_NONE = 0.8
 
 
 def keep_weight(gate: np.ndarray) -> np.ndarray:

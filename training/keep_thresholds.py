@@ -16,7 +16,7 @@ from .regions import CLEAR, triplet_regions
 from .train import build_data, load_config
 
 FULL_LEVELS = (0.8, 0.85, 0.9, 0.95)
-NONE_LEVELS = (0.3, 0.5, 0.7)
+NONE_LEVELS = (0.5, 0.7, 0.8)
 
 
 def main(argv=None) -> int:
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     print(f"{len(selection)} selection scenes: " + ", ".join(t.name for t in selection))
     print("keep_none keep_full   psnr    ssim    sam   clear kept")
     for none, full in itertools.product(NONE_LEVELS, FULL_LEVELS):
+        if none >= full:
+            continue
         kc.KEEP_NONE, kc.KEEP_FULL = none, full
         rows, kept, clear_total = [], 0, 0
         for t, (restored, gate) in zip(selection, outputs):

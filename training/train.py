@@ -36,7 +36,7 @@ DEFAULTS = {
     "crop": 128, "batch": 4, "steps": 1000, "lr": 3e-4, "weight_decay": 0.0,
     "warmup_steps": 50, "grad_clip": 1.0, "seed": 0, "threads": 2, "workers": 0,
     "val_every": 100, "log_every": 10, "max_minutes": None, "init": None,
-    "tile_size": 256, "overlap": 32, "selection_metric": "psnr",
+    "tile_size": 256, "overlap": 32, "selection_metric": "psnr", "trainable": None,
 }
 
 
@@ -172,6 +172,23 @@ def build_data(config: dict):
     return MixedDataset(sources, weights, config["crop"], length, config["seed"]), validation
 
 
+def trainable_parameters(model, prefixes) -> list:
+    """The parameters a run trains: all (`prefixes` None), or those whose names start with one
+    of `prefixes` (e.g. ["gate."] calibrates the gate and leaves the restoration as it is); the
+    others are frozen."""
+    if prefixes is None:
+        return list(model.parameters())
+    chosen = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(tuple(prefixes)))
+        if parameter.requires_grad:
+            chosen.append(parameter)
+    if not chosen:
+        raise UserError(f"No parameter of the network starts with {prefixes}; fix 'trainable' "
+                        f"in the config.")
+    return chosen
+
+
 def weights_digest(model) -> str:
     """A hash of every parameter and buffer, to prove ranks hold identical weights."""
     digest = hashlib.sha256()
@@ -269,8 +286,8 @@ class TrainingRun:
             load_weights(self.model, read_checkpoint(init)["state_dict"], init,
                          config["model"]["architecture"])
         self.model.to(self.dist.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config["lr"],
-                                           weight_decay=config["weight_decay"])
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model, config["trainable"]),
+                                           lr=config["lr"], weight_decay=config["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config))
         self.step, self.best = 0, {"step": None, "value": None, "means": None}
         if resume:
