@@ -23,9 +23,10 @@ HAS_CUDA = {"onnxruntime": "CUDAExecutionProvider" in onnxruntime.get_available_
 
 
 def with_cuda(*backends):
-    """The backends as test parameters, each skipped where it has no GPU to run on."""
-    return [pytest.param(b, marks=pytest.mark.skipif(not HAS_CUDA[b], reason=f"{b} has no CUDA "
-                                                     "here")) for b in backends]
+    """The backends as test parameters, each skipped where it has no GPU to run on (marked
+    `gpu`: scripts/gpu_check.sh runs them)."""
+    return [pytest.param(b, marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not HAS_CUDA[b], reason=f"{b} has no CUDA here")]) for b in backends]
 
 
 def without_cuda(*backends):
@@ -296,6 +297,7 @@ def test_a_gpu_is_used_when_there_is_one_and_agrees_with_the_cpu(tiny_conv, batc
         np.testing.assert_allclose(ours, theirs, atol=5e-3, rtol=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA["torch"], reason="torch has no CUDA here")
 def test_a_real_gpu_out_of_memory_reruns_the_batch_on_the_cpu(tiny_conv):
     path, _ = tiny_conv
