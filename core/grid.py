@@ -152,6 +152,19 @@ def pixel_size_in(dataset, crs) -> float:
     return math.sqrt((right - left) / dataset.width * (top - bottom) / dataset.height)
 
 
+# A zero-fill pixel with at most this many zero-fill pixels among its 8 neighbours is data (a
+# bright target clipped at 0 dB), not the fill around a swath.
+ISOLATED_FILL_NEIGHBOURS = 2
+
+
+def _neighbours(mask: np.ndarray) -> np.ndarray:
+    """How many of each pixel's 8 neighbours are set (outside the array counts as unset)."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    h, w = mask.shape
+    return sum(padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+               for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc)
+
+
 class S1OnS2Grid:
     """Read S1 resampled onto windows of the S2 pixel grid, as float32.
 
@@ -170,15 +183,27 @@ class S1OnS2Grid:
         if src_nodata is None:
             # Zero in every band is the GRD fill value; a zero in one band only is data.
             src_nodata, extras = 0.0, {"UNIFIED_SRC_NODATA": "YES"}
-        self._vrt = WarpedVRT(s1, crs=s2.crs, transform=s2.transform, width=s2.width,
-                              height=s2.height, resampling=self.resampling,
-                              src_nodata=src_nodata, nodata=np.nan, dtype="float32", **extras)
+        grid = dict(crs=s2.crs, transform=s2.transform, width=s2.width, height=s2.height,
+                    resampling=self.resampling, nodata=np.nan, dtype="float32")
+        self._vrt = WarpedVRT(s1, src_nodata=src_nodata, **grid, **extras)
+        # Datasets that clip backscatter at 0 dB (SEN12MS-CR) have single bright pixels at 0 in
+        # both bands; the zero-fill rule would punch nodata holes there. Fill is a region, so
+        # isolated "fill" pixels are read again without the rule.
+        self._unmasked = WarpedVRT(s1, **grid) if s1.nodata is None else None
 
     def read(self, window: Window) -> np.ndarray:
-        return self._vrt.read(window=window)
+        values = self._vrt.read(window=window)
+        if self._unmasked is not None:
+            missing = ~np.isfinite(values).all(axis=0)
+            isolated = missing & (_neighbours(missing) <= ISOLATED_FILL_NEIGHBOURS)
+            if isolated.any():
+                values[:, isolated] = self._unmasked.read(window=window)[:, isolated]
+        return values
 
     def close(self) -> None:
         self._vrt.close()
+        if self._unmasked is not None:
+            self._unmasked.close()
 
     def __enter__(self):
         return self

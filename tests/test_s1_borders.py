@@ -7,6 +7,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 import tiny_models
+import georasters
 from georasters import ORIGIN, write_tif
 from sar_cloud_removal.core.engine import RemovalRequest, remove_clouds
 from sar_cloud_removal.core.grid import S1OnS2Grid, open_raster
@@ -94,3 +95,21 @@ def test_the_engine_says_it_averaged_a_finer_s1(tmp_path, real_pair):
     result = remove_clouds(RemovalRequest(str(s2_path), str(s1_path), str(tmp_path / "o.tif"),
                                           model=str(model)))
     assert any("finer than the S2 grid; averaged" in m for m in result.messages)
+
+
+def test_single_pixels_clipped_to_0_db_in_both_bands_stay_data(tmp_path):
+    """SEN12MS-CR clips S1 at 0 dB: a bright target can read 0 in VV and VH. Alone it is data,
+    not the zero fill around a swath, which is a region."""
+    s2_path, s1_path = georasters.pair(tmp_path, rows=64, cols=64)
+    with rasterio.open(s1_path) as src:
+        values, profile = src.read(), src.profile
+    values[:, 10, 10] = 0.0            # a clipped bright pixel
+    values[:, 40:, 40:] = 0.0          # a fill region
+    profile.pop("nodata", None)
+    with rasterio.open(tmp_path / "s1_zeros.tif", "w", **profile) as dst:
+        dst.write(values)
+    with rasterio.open(s2_path) as s2, rasterio.open(tmp_path / "s1_zeros.tif") as s1, \
+            S1OnS2Grid(s1, s2) as grid:
+        read = grid.read(Window(0, 0, 64, 64))
+    assert np.all(read[:, 10, 10] == 0.0)
+    assert np.isnan(read[:, 41:, 41:]).all()
