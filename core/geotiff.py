@@ -20,6 +20,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -332,7 +333,10 @@ class OutputPair:
             self._pyramids[0].set_nodata(restored_nodata)
         nodatas = (restored_nodata if restored_nodata is not None else
                    self._profiles[0]["nodata"], float("nan"))
-        self._close()
+        try:
+            self._close()
+        except (RasterioError, CPLE_BaseError, OSError):   # the last blocks did not fit
+            raise _incomplete(self.targets[0]) from None
         finals = []
         for temp, target, profile, pyramid, names, nodata in zip(
                 self._temps, self.targets, self._profiles, self._pyramids, self._descriptions,
@@ -370,7 +374,7 @@ class OutputPair:
         self._scratch += [Path(f"{final}.ovr.tmp"), Path(f"{final}.aux.xml")]
         try:
             rasterio.shutil.copy(source, str(final), driver="COG", **options)
-        except (RasterioError, OSError):
+        except (RasterioError, CPLE_BaseError, OSError):   # e.g. a temporary file cut short
             raise _incomplete(target) from None
         _check_complete(final, target)
 

@@ -77,10 +77,7 @@ class TileStore:
         self._float_bytes = (bands + 1) * tile * tile * 4
         self._slot_bytes = self._float_bytes + tile * tile
         self._tile = tile
-        self._path = Path(folder) / name
-        self._file = open(self._path, "w+b")
-        if os.name != "nt":   # unlinked at once: nothing is left behind, whatever happens
-            os.unlink(self._path)
+        self._file, self._path = _unnamed_file(Path(folder), name)
         self._slots, self._free, self._next = {}, [], 0
 
     def put(self, key, restored: np.ndarray, gate: np.ndarray, valid: np.ndarray) -> None:
@@ -104,8 +101,29 @@ class TileStore:
 
     def close(self) -> None:
         self._file.close()
-        if os.name == "nt":
+        if self._path is not None:
             self._path.unlink(missing_ok=True)
+
+
+def _unnamed_file(folder: Path, name: str):
+    """(file, path to remove at close or None): a file without a name where the system allows
+    it (Linux O_TMPFILE), else `name`, unlinked at once where that is allowed (not Windows), so
+    nothing is left behind whatever stops the run."""
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            return open(os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600), "w+b"), None
+        except OSError:   # a file system without O_TMPFILE
+            pass
+    path = folder / name
+    handle = open(path, "w+b")
+    if os.name == "nt":
+        return handle, path
+    try:
+        os.unlink(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return handle, None
 
 
 class _Writer:
@@ -281,9 +299,23 @@ def run_blocks(blocks, *, tile: int, bands: int, batch_size: int, readers, with_
             del accumulator, original
         writer.close()
     finally:
-        reader.close()
-        writer.close(abort=True)
+        _stop_all(reader, writer)
     return any_invalid
+
+
+def _stop_all(reader, writer) -> None:
+    """Stop the reader and writer threads and wait for them, even through a second Ctrl-C:
+    the output files must not be removed while a thread still writes them."""
+    interrupted = None
+    for stop in (reader.close, lambda: writer.close(abort=True)):
+        while True:
+            try:
+                stop()
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class _JobReader:
