@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.engine import open_scene
+from ..core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD
 from ..core.errors import Cancelled, UserError
 from ..core.model_spec import load_spec, resolve_model
 
@@ -182,6 +183,23 @@ def _held_out_loss(network, held_out, torch) -> float:
     return float(error[observed > 0].mean())
 
 
+# The engine fixes glibc's mmap threshold at 64 KB to keep its memory flat; torch's training
+# steps free and reallocate MB-sized tensors every step, which at 64 KB become mmap/munmap calls:
+# 3x slower steps here. Training uses glibc's largest threshold, and the engine's comes back after.
+_TRAINING_MMAP_THRESHOLD = 32 << 20
+
+
+def _set_mmap_threshold(size: int) -> None:
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, size)   # -3: M_MMAP_THRESHOLD
+        except (OSError, AttributeError):   # not glibc
+            pass
+
+
 def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptation:
     """Fine-tune a copy of the request's network on its scene; see the module docstring.
 
@@ -226,6 +244,7 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=LEARNING_RATE)
     loss = JointLoss(DynamicWeights())
     step, stale = 0, 0
+    _set_mmap_threshold(_TRAINING_MMAP_THRESHOLD)
     while step < max_steps and stale < PATIENCE:
         elapsed = time.perf_counter() - started
         if elapsed > budget:
@@ -248,6 +267,7 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
         progress(min(1.0, max(step / max_steps, elapsed / budget)),
                  f"adaptation: step {step}, held-out L1 {best_loss:.4f}")
 
+    _set_mmap_threshold(ENGINE_MMAP_THRESHOLD)
     seconds = time.perf_counter() - started
     outcome = Adaptation(False, "", seconds=seconds, steps=step, clear_fraction=clear_fraction,
                          global_loss=global_loss, adapted_loss=best_loss)
