@@ -34,7 +34,8 @@ def test_identity_model_scores_exactly_as_the_cloudy_baseline(cli, packed, tmp_p
         # the model returns its input, so it scores exactly the baseline
         assert row["model"][key] == pytest.approx(row["cloudy_input"][key], rel=1e-6)
     assert row["cloud_fraction"] == pytest.approx(triplet.cloud_mask.mean())
-    assert row["model"]["gate_auc"] == 0.5            # a constant gate separates nothing
+    # a constant gate separates nothing (blending leaves it constant to float rounding)
+    assert row["model"]["gate_auc"] == pytest.approx(0.5, abs=1e-3)
     assert row["gate_mean"] == pytest.approx(0.7)
     # 316 has no cloud: no cloud-only scores (null), and the means skip it
     assert report["images"][0]["model"]["cloud_mae"] is None
