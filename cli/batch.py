@@ -29,7 +29,7 @@ from typing import Optional
 
 from ..core.backends import BACKENDS, DEVICES
 from ..core.errors import UserError
-from .remove import parse_aoi
+from .remove import add_adaptation_arguments, parse_aoi
 
 SUMMARY_NAME = "batch_summary.csv"
 SUMMARY_COLUMNS = ("scene", "status", "megapixels", "seconds", "device", "message",
@@ -100,15 +100,7 @@ def add_arguments(parser):
     engine.add_argument("--raw-network", action="store_true",
                         help="write the network's output everywhere instead of keeping the "
                              "clear pixels of the input unchanged")
-    engine.add_argument("--adapt", action="store_true",
-                        help="adapt a copy of the network to each scene on its own clear pixels "
-                             "first (needs torch on the workers)")
-    engine.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
-                        help="time budget of --adapt per scene (default: 60 s)")
-    engine.add_argument("--seed", type=int, default=0,
-                        help="seed of --adapt's random draws (default: %(default)s)")
-    engine.add_argument("--save-adapted", default=None, metavar="DIR",
-                        help="keep each scene's adapted network as DIR/<scene>.pt")
+    add_adaptation_arguments(engine, per_scene=True)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or scene lines")
 
 

@@ -46,17 +46,19 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_adaptation_arguments(parser):
-    """--adapt and its settings (shared with `batch`)."""
+def add_adaptation_arguments(parser, per_scene: bool = False):
+    """--adapt and its settings (shared with `batch`, where `per_scene` makes --save-adapted a
+    folder with one .pt per scene)."""
     parser.add_argument("--adapt", action="store_true",
                         help="first fine-tune a copy of the network on the scene's own clear "
                              "pixels (needs torch; see the README's scene adaptation section)")
     parser.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
-                        help="time budget of --adapt (default: 60 s)")
+                        help="time budget of --adapt per scene (default: 60 s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of --adapt's random draws (default: %(default)s)")
-    parser.add_argument("--save-adapted", default=None, metavar="PATH.pt",
-                        help="keep the adapted network in this file")
+    parser.add_argument("--save-adapted", default=None, metavar="DIR" if per_scene else "PATH.pt",
+                        help="keep each scene's adapted network as DIR/<scene>.pt" if per_scene
+                        else "keep the adapted network in this file")
 
 
 def adaptation_summary(result) -> str:
