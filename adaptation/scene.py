@@ -245,29 +245,31 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
     loss = JointLoss(DynamicWeights())
     step, stale = 0, 0
     _set_mmap_threshold(_TRAINING_MMAP_THRESHOLD)
-    while step < max_steps and stale < PATIENCE:
-        elapsed = time.perf_counter() - started
-        if elapsed > budget:
-            break
-        if is_cancelled():
-            raise Cancelled()
-        cloudy, sar, target, clear = _batch(s2, s1, rng.choice(train, BATCH), rng, torch)
-        total, _ = loss(adapted(cloudy, sar), target, cloudy, _LOSS_STEP, clear)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(adapted.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % VALIDATE_EVERY == 0:
-            held_loss = _held_out_loss(adapted, held_out, torch)
-            if held_loss < best_loss:
-                best_loss, best_state, stale = held_loss, copy.deepcopy(adapted.state_dict()), 0
-            else:
-                stale += 1
-        progress(min(1.0, max(step / max_steps, elapsed / budget)),
-                 f"adaptation: step {step}, held-out L1 {best_loss:.4f}")
-
-    _set_mmap_threshold(ENGINE_MMAP_THRESHOLD)
+    try:   # the engine's threshold comes back on cancel and on error too
+        while step < max_steps and stale < PATIENCE:
+            elapsed = time.perf_counter() - started
+            if elapsed > budget:
+                break
+            if is_cancelled():
+                raise Cancelled()
+            cloudy, sar, target, clear = _batch(s2, s1, rng.choice(train, BATCH), rng, torch)
+            total, _ = loss(adapted(cloudy, sar), target, cloudy, _LOSS_STEP, clear)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(adapted.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % VALIDATE_EVERY == 0:
+                held_loss = _held_out_loss(adapted, held_out, torch)
+                if held_loss < best_loss:
+                    best_loss, stale = held_loss, 0
+                    best_state = copy.deepcopy(adapted.state_dict())
+                else:
+                    stale += 1
+            progress(min(1.0, max(step / max_steps, elapsed / budget)),
+                     f"adaptation: step {step}, held-out L1 {best_loss:.4f}")
+    finally:
+        _set_mmap_threshold(ENGINE_MMAP_THRESHOLD)
     seconds = time.perf_counter() - started
     outcome = Adaptation(False, "", seconds=seconds, steps=step, clear_fraction=clear_fraction,
                          global_loss=global_loss, adapted_loss=best_loss)
