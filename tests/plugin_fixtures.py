@@ -6,11 +6,12 @@ bar, with MagicMocks for the menu and toolbar calls, which the tests inspect.
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QEvent
 
 import tiny_models
 from sar_cloud_removal import classFactory
+from sar_cloud_removal.qgis_provider import SarCloudRemovalProvider
 from sar_cloud_removal.ui import settings
 
 SEN12MSCR = Path("sen12mscr")
@@ -33,6 +34,16 @@ def flush_deletions() -> None:
 
 def wait_for_run(plugin, qtbot, timeout_ms: int = 60_000) -> None:
     qtbot.waitUntil(lambda: plugin.task is None, timeout=timeout_ms)
+
+
+@pytest.fixture
+def provider(qgis_processing):
+    """The Processing provider registered for one test, removed after it."""
+    provider = SarCloudRemovalProvider()
+    registry = QgsApplication.processingRegistry()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
 
 
 @pytest.fixture

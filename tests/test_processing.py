@@ -10,18 +10,10 @@ from qgis.core import (QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessing
 
 import georasters
 import tiny_models
-from sar_cloud_removal.qgis_provider import SarCloudRemovalProvider
+from plugin_fixtures import provider  # noqa: F401
 
 ALG = "sar_cloud_removal:remove_clouds"
 
-
-@pytest.fixture
-def provider(qgis_processing):
-    provider = SarCloudRemovalProvider()
-    registry = QgsApplication.processingRegistry()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 @pytest.fixture

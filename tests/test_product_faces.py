@@ -4,14 +4,13 @@ pass S2_OFFSET (auto, 0, 1000) to the engine."""
 import numpy as np
 import pytest
 import rasterio
-from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback,
+from qgis.core import (QgsProcessingException, QgsProcessingFeedback,
                        QgsProject, QgsProviderRegistry, QgsRasterLayer)
 
 import safe_builder
 import tiny_models
 from georasters import write_tif
-from plugin_fixtures import plugin, wait_for_run  # noqa: F401
-from sar_cloud_removal.qgis_provider import SarCloudRemovalProvider
+from plugin_fixtures import plugin, provider, wait_for_run  # noqa: F401
 from sar_cloud_removal.ui.dock import MODEL_FILE
 from sar_cloud_removal.ui.run_inputs import build_request, s2_problem
 
@@ -31,14 +30,6 @@ def product(shared_data, tmp_path_factory):
                 stack=safe_builder.upsampled(bands),
                 s1=str(shared_data / "sen12mscr" / "s1" / SEN12))
 
-
-@pytest.fixture
-def provider(qgis_processing):
-    provider = SarCloudRemovalProvider()
-    registry = QgsApplication.processingRegistry()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def _run(parameters):
