@@ -89,15 +89,25 @@ def export_onnx(model, spec: dict, path) -> None:
     _write_atomically(Path(path), lambda temporary: onnx.save(graph, temporary))
 
 
-def load_network(path) -> tuple:
-    """(network in eval mode, spec dict) from a checkpoint written by `save_checkpoint`."""
-    from .registry import build, load_weights
+def load_network(path, settings: dict = None) -> tuple:
+    """(network in eval mode, spec dict) from a checkpoint written by `save_checkpoint`.
+
+    `settings` override architecture settings of the checkpoint's spec that change no weight
+    (e.g. IB-HFN's `output_shut`); the weights must still fit exactly, and the returned spec
+    carries the new settings.
+    """
+    from .registry import build, load_weights, resolved_config
 
     checkpoint = read_checkpoint(Path(path))
     spec = validate_spec(checkpoint["spec"], str(path))
+    raw = spec.raw
+    if settings:
+        config = resolved_config(spec.architecture, {**spec.config, **settings})
+        raw = {**raw, "config": config}
+        spec = validate_spec(raw, str(path))
     network = build(spec.architecture, **spec.config)
     load_weights(network, checkpoint["state_dict"], path, spec.architecture)
-    return network.eval(), spec.raw
+    return network.eval(), raw
 
 
 def initial_network(architecture: str, config: dict = None, seed: int = 0):
@@ -119,7 +129,9 @@ def add_arguments(parser) -> None:
                         help="export a freshly initialised (seeded) network of a registered "
                              "architecture instead, e.g. ibhfn")
     parser.add_argument("--config", metavar="JSON",
-                        help="architecture settings for --untrained, e.g. '{\"width\": 24}'")
+                        help="architecture settings for --untrained, e.g. '{\"width\": 24}'; "
+                             "with --checkpoint, settings that change no weight, e.g. "
+                             "'{\"output_shut\": 0.3}'")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed for --untrained")
     parser.add_argument("--out", required=True, metavar="MODEL.onnx",
                         help="the ONNX file to write; a torch checkpoint with the same spec is "
@@ -156,12 +168,9 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise UserError(f"The output folder {out.parent} does not exist; create it first.")
     if args.checkpoint:
-        if args.config is not None:
-            raise UserError("--config applies to --untrained only; a checkpoint's spec already "
-                            "holds its architecture settings.")
         if not Path(args.checkpoint).is_file():
             raise UserError(f"The checkpoint {args.checkpoint} does not exist.")
-        network, stored = load_network(args.checkpoint)
+        network, stored = load_network(args.checkpoint, _parse_config(args.config or "{}"))
     else:
         config = resolved_config(args.untrained, _parse_config(args.config or "{}"))
         network = initial_network(args.untrained, config, args.seed).eval()

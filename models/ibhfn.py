@@ -8,14 +8,24 @@
     s2 ─ 3×3 Dirac skip ─────────────────────────────────────────────────────────────────┤
                                     restored = w(g) · skip(s2) + (1 − w(g)) · reconstruction
 
-The gate g is the calibrated clear-sky confidence (trained against cloud masks); the blend weight
-w(g) is g stretched so that it reaches exactly 0 and 1 (`blend_weight`): under opaque cloud the
-optical path is shut completely, and the output there is the reconstruction alone, never a dimmed
-copy of the cloud.
+With `mask_optical` (the shipped configuration) the gate is computed first, from the optical
+encoder's own features (stem and deepest level), and every optical feature level is multiplied
+by w(g) (average-pooled to its resolution) before it reaches the fusion and the decoder. Under
+opaque cloud the decoder then receives no optical feature at all, only SAR and the context of
+clear neighbours, so the reconstruction cannot reproduce the cloud's own texture; without it the
+full-resolution optical skip carried the cloud's relief into the reconstruction (the "cloud
+shapes under thick cloud" of docs/EVALUATION.md). One gate decides both what the decoder may see
+and what passes through. The paper does not mask; it is this project's addition, off by default
+for the paper's network.
 
-The two streams never mix before the bottleneck fusion, and SAR never enters at full resolution,
-where its speckle is strongest. The paper publishes no widths or depths; the defaults are sized
-for the efficient end (≈1.1 M parameters, ≈3.6 GMAC per 256² patch) so it trains on a CPU.
+With `scene_context` the deepest level also receives what the tile's clear pixels say about the
+scene: the mean spectrum of the input's clear pixels (weighted by w(g)), the clear fraction and
+the clear-weighted mean of the deepest optical features, through a small MLP, added everywhere.
+A convolution's receptive field cannot reach across a large cloud; this tells the middle of it
+which colour the clear ground of the same date has. With `detached_gates` the gate learns from
+the mask term alone (the blend and the masking use it without gradient): it stays a cloud
+detector calibrated against the masks, instead of becoming a mixing weight that opens wherever
+the pass-through happens to lower the reconstruction loss.
 """
 import torch
 import torch.nn.functional as F
@@ -39,9 +49,10 @@ GATE_SHUT = 0.05
 GATE_OPEN = 0.95
 
 
-def blend_weight(gate: torch.Tensor) -> torch.Tensor:
-    """The optical skip's share of the output for a gate value: exactly 0 under opaque cloud."""
-    return ((gate - GATE_SHUT) / (GATE_OPEN - GATE_SHUT)).clamp(0.0, 1.0)
+def blend_weight(gate: torch.Tensor, shut: float = GATE_SHUT) -> torch.Tensor:
+    """The optical skip's share of the output for a gate value: exactly 0 at gate ≤ `shut`
+    (opaque cloud), exactly 1 at gate ≥ GATE_OPEN."""
+    return ((gate - shut) / (GATE_OPEN - shut)).clamp(0.0, 1.0)
 
 
 class Encoder(nn.Module):
@@ -99,9 +110,10 @@ class SpatialBottleneckFusion(nn.Module):
 class LocalGlobalGate(nn.Module):
     """g = sigmoid(local conv branch + broadcast global context from a pooled MLP).
 
-    The local branch sees full-resolution decoder features (where is it clear?); the global
-    branch sees the pooled deepest fused features (how cloudy is this patch overall?), which
-    shifts the whole gate at once.
+    The local branch sees full-resolution features (where is it clear?); the global branch sees
+    the pooled deepest features (how cloudy is this patch overall?), which shifts the whole gate
+    at once. Both are the decoder's, or with `mask_optical` the optical encoder's (the decoder's
+    are then masked by this very gate).
     """
 
     def __init__(self, local_channels: int, global_channels: int):
@@ -115,6 +127,38 @@ class LocalGlobalGate(nn.Module):
 
     def forward(self, local: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.local(local) + self.context(deep))
+
+
+class SceneContext(nn.Module):
+    """What the clear pixels of the tile say, broadcast to the deepest level: their mean
+    spectrum, their fraction and their mean deepest optical features (already masked), through
+    a 1×1 MLP whose last layer starts at zero, so a network grown from one without it starts
+    where that one was. A tile with no clear pixel gives zeros and fraction 0."""
+
+    def __init__(self, deep_channels: int, hidden: int = 64):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(S2_CHANNELS + 1 + deep_channels, hidden, 1),
+                                 nn.ReLU(inplace=True), nn.Conv2d(hidden, deep_channels, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, s2: torch.Tensor, weight: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        total = weight.sum(dim=(2, 3), keepdim=True)
+        colour = (s2 * weight).sum(dim=(2, 3), keepdim=True) / (total + 1.0)
+        fraction = weight.mean(dim=(2, 3), keepdim=True)
+        deep_weight = F.adaptive_avg_pool2d(weight, deep.shape[-2:])
+        features = deep.sum(dim=(2, 3), keepdim=True) / (deep_weight.sum(dim=(2, 3), keepdim=True)
+                                                         + 1.0)
+        return self.mlp(torch.cat([colour, fraction, features], dim=1))
+
+
+def masked_levels(levels: list, weight: torch.Tensor) -> list:
+    """Each feature level times the weight map average-pooled to that level's resolution."""
+    out = []
+    for level in levels:
+        factor = weight.shape[-1] // level.shape[-1]
+        out.append(level * (F.avg_pool2d(weight, factor) if factor > 1 else weight))
+    return out
 
 
 class Upsample(nn.Module):
@@ -137,6 +181,13 @@ class IBHFN(nn.Module):
         fused at the downsampled levels).
     depth: residual blocks per level, in the encoders and the decoder.
     downsamplings: number of stride-2 stages; H and W must be multiples of 2**downsamplings.
+    mask_optical: gate from the optical encoder, masking the optical features (module docstring).
+    scene_context: give the deepest level the clear pixels' statistics (needs mask_optical).
+    detached_gates: train the gate by the mask term only.
+    output_shut: the gate at or below which the output is the reconstruction alone (GATE_SHUT
+        by default). It changes no weight and nothing the decoder sees, only the final blend, so
+        it can be chosen after training on selection scenes: at cloud fringes the gate is in
+        between, and passing that share of the hazy input draws the cloud's outline.
     use_bottleneck, use_gate, dirac_skip: switch off SIBF's variational bottleneck (plain 1×1
         fusion, KL 0), the gate (restored = skip + reconstruction, gate of ones) or the Dirac
         initialisation of the skip (PyTorch's default init), for the ablations.
@@ -144,11 +195,19 @@ class IBHFN(nn.Module):
 
     def __init__(self, width: int = 16, sar_width: int = 8, depth: int = 1,
                  downsamplings: int = 3, use_bottleneck: bool = True, use_gate: bool = True,
-                 dirac_skip: bool = True):
+                 dirac_skip: bool = True, mask_optical: bool = False,
+                 scene_context: bool = False, detached_gates: bool = False,
+                 output_shut: float = GATE_SHUT):
         super().__init__()
         if min(width, sar_width, downsamplings) < 1 or depth < 0:
             raise ValueError("width, sar_width and downsamplings must be at least 1 and depth "
                              "at least 0")
+        if (scene_context or mask_optical) and not use_gate:
+            raise ValueError("mask_optical and scene_context need the gate")
+        if scene_context and not mask_optical:
+            raise ValueError("scene_context needs mask_optical (it weights pixels by the gate)")
+        if not 0.0 <= output_shut < GATE_OPEN:
+            raise ValueError(f"output_shut must be in [0, {GATE_OPEN})")
         widths = [width * 2 ** level for level in range(downsamplings + 1)]
         sar_widths = [sar_width * 2 ** level for level in range(downsamplings + 1)]
         self.size_multiple = 2 ** downsamplings
@@ -165,6 +224,9 @@ class IBHFN(nn.Module):
         self.decoder_blocks = nn.ModuleList(res_blocks(w, depth) for w in widths[-2::-1])
         self.reconstruction = conv3x3(widths[0], S2_CHANNELS)
         self.gate = LocalGlobalGate(widths[0], widths[-1]) if use_gate else None
+        self.mask_optical, self.detached_gates = mask_optical, detached_gates
+        self.output_shut = output_shut
+        self.scene_context = SceneContext(widths[-1]) if scene_context else None
 
         self.skip = conv3x3(S2_CHANNELS, S2_CHANNELS)
         if dirac_skip:
@@ -174,11 +236,18 @@ class IBHFN(nn.Module):
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> NetworkOutput:
         optical = self.optical_encoder(s2)
         sar = self.sar_encoder(s1)
+        gate = None
+        if self.mask_optical:
+            gate = self.gate(optical[0], optical[-1])
+            clear_weight = blend_weight(gate.detach() if self.detached_gates else gate)
+            optical = masked_levels(optical, clear_weight)
         skips, kls = [optical[0]], []
         for fusion, o, s in zip(self.fusions, optical[1:], sar[1:]):
             fused, kl = fusion(o, s)
             skips.append(fused)
             kls.append(kl)
+        if self.scene_context is not None:
+            skips[-1] = skips[-1] + self.scene_context(s2, clear_weight, optical[-1])
         x = deep = self.deep_blocks(skips[-1])
         for upsample, blocks, skip in zip(self.upsamples, self.decoder_blocks, skips[-2::-1]):
             x = blocks(upsample(x) + skip)
@@ -189,8 +258,9 @@ class IBHFN(nn.Module):
             restored, gate = passthrough + reconstruction, torch.ones_like(s2[:, :1])
             reconstruction = None
         else:
-            gate = self.gate(x, deep)
-            weight = blend_weight(gate)
+            if gate is None:
+                gate = self.gate(x, deep)
+            weight = blend_weight(gate.detach() if self.detached_gates else gate, self.output_shut)
             restored = weight * passthrough + (1.0 - weight) * reconstruction
         return NetworkOutput(restored=restored, gate=gate, kl=torch.stack(kls).mean(),
                              reconstruction=reconstruction)

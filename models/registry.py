@@ -61,9 +61,18 @@ def resolved_config(architecture: str, config: dict) -> dict:
     return {name: config.get(name, p.default) for name, p in parameters.items()}
 
 
-def load_weights(network: nn.Module, state_dict: dict, source, architecture: str) -> None:
-    """Load strictly, explaining a mismatch in one sentence instead of torch's key listing."""
+def load_weights(network: nn.Module, state_dict: dict, source, architecture: str,
+                 fresh=()) -> None:
+    """Load strictly, explaining a mismatch in one sentence instead of torch's key listing.
+
+    `fresh` names parameter prefixes that keep the network's own initialisation whatever the
+    checkpoint holds: modules added, or re-purposed, when a network is grown from an older one
+    (training's `init_fresh`). Nothing else may be missing.
+    """
     expected = network.state_dict()
+    if fresh:
+        kept = {key: tensor for key, tensor in expected.items() if key.startswith(tuple(fresh))}
+        state_dict = {**{k: v for k, v in state_dict.items() if k not in kept}, **kept}
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     reshaped = [key for key, tensor in state_dict.items() if key in expected

@@ -125,6 +125,24 @@ def test_export_command_renames_and_retiles_a_checkpoint(tmp_path, cli):
     assert all(torch.equal(saved[k], v) for k, v in network.state_dict().items())
 
 
+def test_export_command_changes_a_setting_that_changes_no_weight_and_refuses_others(tmp_path,
+                                                                                   cli):
+    config = resolved_config("ibhfn", {"width": 4, "sar_width": 2})
+    network = initial_network("ibhfn", config)
+    save_checkpoint(network, make_spec("small", "0.0.1", "ibhfn", config), tmp_path / "run.pt")
+    result = cli("export", "--checkpoint", tmp_path / "run.pt", "--out", tmp_path / "s.onnx",
+                 "--config", '{"output_shut": 0.3}')
+    assert result.returncode == 0, result.stderr
+    spec = load_spec(resolve_model(tmp_path / "s.onnx"))
+    assert spec.config == {**config, "output_shut": 0.3}
+    saved = read_checkpoint(tmp_path / "s.pt")["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in network.state_dict().items())
+    refused = cli("export", "--checkpoint", tmp_path / "run.pt", "--out", tmp_path / "w.onnx",
+                  "--config", '{"width": 8}')
+    assert refused.returncode == 2 and "do not fit" in refused.stderr
+    assert not (tmp_path / "w.onnx").exists()
+
+
 def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, capsys):
     out = tmp_path / "small.onnx"
     code = main(["export", "--untrained", "dsen2cr", "--config", '{"width": 4, "blocks": 1}',
@@ -138,7 +156,7 @@ def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, c
 
 @pytest.mark.parametrize("arguments, message", [
     (["--checkpoint", "missing.pt"], "does not exist"),
-    (["--checkpoint", "missing.pt", "--config", "{}"], "--config applies to --untrained only"),
+    (["--checkpoint", "missing.pt", "--config", "{}"], "does not exist"),
     (["--untrained", "ibhfn", "--tile-size", "100"], "not a multiple of its size_multiple 8"),
     (["--untrained", "ibhfn", "--config", "[4]"], "--config must be a JSON object"),
     (["--untrained", "ibhfn", "--config", '{"colour": 1}'], "no setting colour"),

@@ -208,3 +208,123 @@ def test_two_training_steps_change_every_trained_part_with_finite_gradients(arch
         optimizer.step()
     changed = {k for k, v in network.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == set(before)
+
+
+
+def shut_gate(network: IBHFN) -> None:
+    """Force g ≈ 0 everywhere (blend weight exactly 0): opaque cloud over the whole tile."""
+    with torch.no_grad():
+        for last in (network.gate.local[-1], network.gate.context[-1]):
+            last.weight.zero_()
+            last.bias.fill_(-50.0)
+
+
+def test_a_shut_gate_leaves_no_trace_of_the_optical_input_in_the_masked_reconstruction():
+    """Under opaque cloud the masked network's decoder sees SAR alone: the cloud's own texture
+    cannot reach the output. Without the mask the reconstruction does depend on the cloud."""
+    s2, s1 = inputs()
+    other_s2 = torch.rand_like(s2)
+    for mask_optical in (True, False):
+        torch.manual_seed(0)
+        network = build("ibhfn", **SMALL, mask_optical=mask_optical).eval()
+        shut_gate(network)
+        with torch.no_grad():
+            first, second = network(s2, s1), network(other_s2, s1)
+        assert torch.equal(first.restored, first.reconstruction)
+        assert torch.equal(first.reconstruction, second.reconstruction) == mask_optical
+
+
+def test_the_masked_gate_is_computed_from_the_optical_encoder_alone():
+    """It decides what the decoder sees, so it cannot depend on the decoder (nor on SAR)."""
+    torch.manual_seed(0)
+    network = build("ibhfn", **SMALL, mask_optical=True).eval()
+    s2, s1 = inputs()
+    with torch.no_grad():
+        first, second = network(s2, s1), network(s2, torch.rand_like(s1))
+    assert torch.equal(first.gate, second.gate)
+    assert not torch.equal(first.restored, second.restored)
+
+
+def test_scene_context_reads_the_clear_pixels_and_ignores_the_cloudy_ones():
+    from sar_cloud_removal.models.ibhfn import SceneContext
+
+    torch.manual_seed(0)
+    context = SceneContext(deep_channels=8)
+    torch.nn.init.normal_(context.mlp[-1].weight)      # as if trained: no longer all zero
+    s2, deep = torch.rand(1, 13, 16, 16), torch.rand(1, 8, 4, 4)
+    weight = torch.zeros(1, 1, 16, 16)
+    weight[..., :8] = 1.0                              # left half clear, right half cloud
+    cloud_changed, clear_changed = s2.clone(), s2.clone()
+    cloud_changed[..., 8:] += 0.5
+    clear_changed[..., :8] += 0.5
+    base = context(s2, weight, deep)
+    assert base.shape == (1, 8, 1, 1)
+    assert torch.equal(context(cloud_changed, weight, deep), base)
+    assert not torch.allclose(context(clear_changed, weight, deep), base)
+    # a tile with no clear pixel says so (fraction 0) and reads nothing of the cloud
+    none = torch.zeros_like(weight)
+    assert torch.equal(context(s2, none, deep * 0), context(s2 + 0.5, none, deep * 0))
+
+
+def test_detached_gates_learn_from_the_mask_term_alone():
+    from sar_cloud_removal.models.losses import l1_loss, reconstruction_loss
+
+    s2, s1 = inputs()
+    target, clear = torch.rand_like(s2), (torch.rand(2, 16, 24) > 0.5).float()
+    for detached in (True, False):
+        torch.manual_seed(0)
+        network = build("ibhfn", **SMALL, mask_optical=True, scene_context=True,
+                        detached_gates=detached)
+        out = network(s2, s1)
+        (l1_loss(out.restored, target)                                       # no mask term
+         + reconstruction_loss(out.reconstruction, target, clear)).backward()
+        heads = [p for name, p in network.named_parameters() if name.startswith("gate.")]
+        assert all(p.grad is None or not p.grad.any() for p in heads) == detached
+    with pytest.raises(UserError, match="needs mask_optical"):
+        build("ibhfn", **SMALL, scene_context=True)
+    with pytest.raises(UserError, match="need the gate"):
+        build("ibhfn", **SMALL, mask_optical=True, use_gate=False)
+
+
+def test_a_network_grown_from_an_older_checkpoint_keeps_only_the_named_modules_fresh():
+    from sar_cloud_removal.models.registry import load_weights
+
+    torch.manual_seed(0)
+    old = build("ibhfn", **SMALL).state_dict()
+    torch.manual_seed(1)
+    grown = build("ibhfn", **SMALL, mask_optical=True, scene_context=True)
+    fresh = {k: v.clone() for k, v in grown.state_dict().items()
+             if k.startswith(("gate.", "scene_context."))}
+    with pytest.raises(UserError, match="tensors missing"):
+        load_weights(grown, old, "old.pt", "ibhfn")
+    load_weights(grown, old, "old.pt", "ibhfn", fresh=["gate.", "scene_context."])
+    state = grown.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in old.items() if not k.startswith("gate."))
+    assert all(torch.equal(state[k], v) for k, v in fresh.items())
+    assert not torch.equal(state["gate.local.0.weight"], old["gate.local.0.weight"])
+    without_reconstruction = {k: v for k, v in old.items() if not k.startswith("reconstruction.")}
+    with pytest.raises(UserError, match="tensors missing"):
+        load_weights(grown, without_reconstruction, "old.pt", "ibhfn", fresh=["scene_context."])
+
+
+def test_output_shut_moves_only_the_final_blend():
+    """A higher shut level gives more of the output to the reconstruction where the gate is in
+    between, and changes neither the gate nor the reconstruction."""
+    s2, s1 = inputs()
+    outs = []
+    for shut in (GATE_SHUT, 0.5):
+        torch.manual_seed(0)
+        network = build("ibhfn", **SMALL, mask_optical=True, output_shut=shut).eval()
+        with torch.no_grad():
+            network.gate.local[-1].weight.zero_()
+            network.gate.context[-1].weight.zero_()
+            network.gate.local[-1].bias.fill_(0.0)      # gate = sigmoid(0) = 0.5 everywhere
+            network.gate.context[-1].bias.fill_(0.0)
+            outs.append(network(s2, s1))
+    low, high = outs
+    assert torch.equal(low.gate, high.gate) and torch.equal(low.reconstruction, high.reconstruction)
+    assert torch.equal(high.restored, high.reconstruction)             # 0.5 ≤ shut: recon alone
+    weight = blend_weight(low.gate)
+    assert torch.allclose(low.restored, weight * s2 + (1 - weight) * low.reconstruction, atol=1e-5)
+    with pytest.raises(UserError, match="output_shut"):
+        build("ibhfn", **SMALL, output_shut=GATE_OPEN)

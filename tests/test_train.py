@@ -60,6 +60,31 @@ def test_a_few_steps_write_checkpoints_and_a_log_then_resume_continues(tmp_path,
     assert records[-1]["kind"] == "end" and records[-1]["step"] == 6
 
 
+def test_with_ema_the_chosen_and_resumed_weights_are_the_average(tmp_path, shared_data):
+    """best.pt holds the weight average, which differs from the raw weights of latest.pt and
+    is carried through --resume."""
+    import torch
+
+    from sar_cloud_removal.training.train import WeightAverage
+
+    run_dir = tmp_path / "run"
+    train(load_config(_config(tmp_path, shared_data, ema=0.5)), run_dir)
+    best, latest = read_checkpoint(run_dir / "best.pt"), read_checkpoint(run_dir / "latest.pt")
+    name = "reconstruction.weight"
+    assert torch.equal(best["state_dict"][name], latest["ema_state_dict"][name])
+    assert not torch.equal(best["state_dict"][name], latest["state_dict"][name])
+    train(load_config(_config(tmp_path, shared_data, ema=0.5, steps=6)), run_dir, resume=True)
+    assert read_checkpoint(run_dir / "latest.pt")["step"] == 6
+
+    average = WeightAverage(torch.nn.Linear(2, 1), 0.25)
+    model = torch.nn.Linear(2, 1)
+    expected = 0.25 * average.model.weight + 0.75 * model.weight
+    average.update(model)
+    assert torch.allclose(average.model.weight, expected)
+    with pytest.raises(UserError, match="'ema' must be a decay"):
+        WeightAverage(model, 1.0)
+
+
 def test_missing_checkpoints_and_unknown_keys_are_user_errors(tmp_path, shared_data):
     with pytest.raises(UserError, match="no checkpoint to resume"):
         train(load_config(_config(tmp_path, shared_data)), tmp_path / "empty", resume=True)

@@ -1,9 +1,11 @@
 """`python -m sar_cloud_removal.training.keep_thresholds --config CFG --checkpoint CKPT`: score
-pairs of keep-clear levels (core/keep_clear.py: KEEP_NONE, KEEP_FULL) on a training config's
-selection scenes, never on the report scenes, so the engine's levels are chosen like a checkpoint.
+pairs of keep-clear levels (core/keep_clear.py: KEEP_NONE, KEEP_FULL), and with `--shut` the
+output blend's shut level of IB-HFN (`output_shut`, a setting that changes no weight), on a
+training config's selection scenes, never on the report scenes, so they are chosen like a
+checkpoint.
 
-For each pair it prints the mean PSNR, SSIM and SAM over the selection scenes and the share of
-their clear pixels that would be kept bit for bit.
+For each combination it prints the mean PSNR, SSIM and SAM over the selection scenes and the
+share of their clear pixels that would be kept bit for bit.
 """
 import argparse
 import itertools
@@ -27,16 +29,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--shut", default=None, metavar="LEVELS",
+                        help="comma-separated output_shut levels to try (IB-HFN); default: the "
+                             "checkpoint's own")
     args = parser.parse_args(argv)
     _, selection = build_data(load_config(args.config))
-    network, _ = load_network(args.checkpoint)
-    outputs = []
-    with torch.no_grad():
-        for t in selection:
-            out = network(torch.from_numpy(t.cloudy[None]), torch.from_numpy(t.s1[None]))
-            outputs.append((np.clip(out.restored[0].numpy(), 0, 1), out.gate[0, 0].numpy()))
+    shuts = [float(v) for v in args.shut.split(",")] if args.shut else [None]
     print(f"{len(selection)} selection scenes: " + ", ".join(t.name for t in selection))
-    print("keep_none keep_full   psnr    ssim    sam   clear kept")
+    print("shut  keep_none keep_full   psnr    ssim    sam   clear kept")
+    for shut in shuts:
+        network, _ = load_network(args.checkpoint,
+                                  {"output_shut": shut} if shut is not None else None)
+        outputs = []
+        with torch.no_grad():
+            for t in selection:
+                out = network(torch.from_numpy(t.cloudy[None]), torch.from_numpy(t.s1[None]))
+                outputs.append((np.clip(out.restored[0].numpy(), 0, 1), out.gate[0, 0].numpy()))
+        _print_levels("-" if shut is None else f"{shut:.2f}", selection, outputs)
+    return 0
+
+
+def _print_levels(shut: str, selection, outputs) -> None:
     for none, full in itertools.product(NONE_LEVELS, FULL_LEVELS):
         if none >= full:
             continue
@@ -50,9 +63,8 @@ def main(argv=None) -> int:
             kept += int((weight[clear] >= 1).sum())
             clear_total += int(clear.sum())
         means = metrics.mean_over_images(rows)
-        print(f"{none:9.2f} {full:9.2f} {means['psnr']:7.3f} {means['ssim']:7.4f} "
+        print(f"{shut:>4}  {none:9.2f} {full:9.2f} {means['psnr']:7.3f} {means['ssim']:7.4f} "
               f"{means['sam']:6.3f} {kept / max(clear_total, 1):8.1%}")
-    return 0
 
 
 if __name__ == "__main__":

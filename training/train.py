@@ -36,6 +36,7 @@ DEFAULTS = {
     "crop": 128, "batch": 4, "steps": 1000, "lr": 3e-4, "weight_decay": 0.0,
     "warmup_steps": 50, "grad_clip": 1.0, "seed": 0, "threads": 2, "workers": 0,
     "val_every": 100, "log_every": 10, "max_minutes": None, "init": None,
+    "init_fresh": [], "ema": None,
     "tile_size": 256, "overlap": 32, "selection_metric": "psnr", "trainable": None,
 }
 
@@ -257,6 +258,41 @@ def _spec(config: dict, model) -> dict:
                      overlap=config["overlap"], size_multiple=model.size_multiple)
 
 
+class WeightAverage:
+    """An exponential moving average of the weights (config "ema": its decay per step).
+
+    On a few real scenes the raw weights' validation swings by a dB from one check to the next
+    (the gate's level under real thick cloud moves most); the average changes slowly, so the
+    checkpoint chosen is the recipe's, not a lucky step's. Validation and best.pt use it;
+    latest.pt keeps it for --resume.
+    """
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"'ema' must be a decay between 0 and 1 (e.g. 0.998), not {decay}.")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for average, current in zip(self.model.state_dict().values(),
+                                        model.state_dict().values()):
+                if average.dtype.is_floating_point:
+                    average.mul_(self.decay).add_(current.detach(), alpha=1.0 - self.decay)
+                else:
+                    average.copy_(current)
+
+    def load(self, state_dict) -> None:
+        if state_dict is not None:
+            self.model.load_state_dict(state_dict)
+
+
 class TrainingRun:
     """One run's state (network, optimiser, schedule, data, best validation) and its loop."""
 
@@ -284,7 +320,7 @@ class TrainingRun:
                 raise UserError(f"The starting checkpoint {init} ('init') does not exist; run "
                                 f"the stage that writes it first, or fix the path.")
             load_weights(self.model, read_checkpoint(init)["state_dict"], init,
-                         config["model"]["architecture"])
+                         config["model"]["architecture"], fresh=config["init_fresh"])
         self.model.to(self.dist.device)
         self.optimizer = torch.optim.AdamW(trainable_parameters(self.model, config["trainable"]),
                                            lr=config["lr"], weight_decay=config["weight_decay"])
@@ -303,6 +339,9 @@ class TrainingRun:
                                  num_workers=config["workers"], drop_last=True)
         self.network = DistributedDataParallel(self.model) if self.dist.world > 1 else self.model
         self.loss = JointLoss(DynamicWeights(**config["loss"]))
+        self.ema = WeightAverage(self.model, config["ema"]) if config["ema"] else None
+        if resume and self.ema is not None:
+            self.ema.load(self._resumed.get("ema_state_dict"))
 
     def _restore(self) -> None:
         from ..core.model_spec import read_checkpoint
@@ -317,16 +356,19 @@ class TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
+        self._resumed = state
 
     def save_latest(self) -> None:
         """Everything --resume needs, in a file the engine can also load as a model."""
         from ..models.export import save_checkpoint
 
         if self.dist.main:
-            save_checkpoint(self.model, self.spec, self.out / "latest.pt",
-                            extra={"optimizer": self.optimizer.state_dict(),
-                                   "scheduler": self.scheduler.state_dict(),
-                                   "step": self.step, "best": self.best})
+            extra = {"optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(),
+                     "step": self.step, "best": self.best}
+            if self.ema is not None:
+                extra["ema_state_dict"] = self.ema.model.state_dict()
+            save_checkpoint(self.model, self.spec, self.out / "latest.pt", extra=extra)
 
     def validate(self) -> None:
         """Score the held-out scenes (rank 0), log them, keep best.pt on the selection metric."""
@@ -335,7 +377,8 @@ class TrainingRun:
         if not self.dist.main or not self.validation:
             return
         started = time.perf_counter()
-        means = validate(self.model, self.validation, self.model.size_multiple)
+        scored = self.model if self.ema is None else self.ema.model
+        means = validate(scored, self.validation, self.model.size_multiple)
         self.log.write({"kind": "val", "step": self.step,
                         "seconds": time.perf_counter() - started,
                         **{f"val_{k}": v for k, v in means["model"].items()},
@@ -345,7 +388,7 @@ class TrainingRun:
         higher_is_better = key in HIGHER_IS_BETTER
         if previous is None or (value > previous if higher_is_better else value < previous):
             self.best = {"step": self.step, "value": value, "means": means}
-            save_checkpoint(self.model, self.spec, self.out / "best.pt")
+            save_checkpoint(scored, self.spec, self.out / "best.pt")
 
     def train_step(self, batch) -> dict:
         """One optimiser step; returns the loss terms as floats."""
@@ -362,6 +405,8 @@ class TrainingRun:
                                                    self.config["grad_clip"])
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.step += 1
         return {k: float(torch.as_tensor(v).detach())
                 for k, v in {"total": total, "grad_norm": grad_norm, **terms}.items()}
