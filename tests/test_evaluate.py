@@ -92,3 +92,32 @@ def test_selecting_a_triplet_that_is_not_there_is_one_clear_error(cli, packed, t
     result = cli("evaluate", "--data", packed, "--only", "316,99999", "--model", model)
     assert result.returncode == 2
     assert "99999" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_simulated_scenes_at_a_given_tile_size_are_scored_through_the_engine(cli, shared_data,
+                                                                            tmp_path):
+    """--simulated scores real clear pairs under seeded clouds (truth everywhere), and --tile
+    reaches the engine: a tile its overlap does not fit is refused by the engine's own check."""
+    model = tiny_models.constant_gate_onnx(tmp_path / "identity.onnx", 0.7)
+    report_path = tmp_path / "report.json"
+    result = cli("evaluate", "--simulated", "sen1floods11", "--data-root", shared_data,
+                 "--model", model, "--tile", "128", "--overlap", "32", "--out", report_path)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(report_path.read_text())["images"][0]
+    assert row["name"] == "sen1floods11/Spain_7370579_S1Hand@0.6"
+    assert 0.3 < row["cloud_fraction"] < 0.9
+    # the identity's output is the cloudy input as written to a uint16 GeoTIFF (DN rounding)
+    assert row["model"]["psnr"] == pytest.approx(row["cloudy_input"]["psnr"], rel=1e-3)
+    refused = cli("evaluate", "--simulated", "sen1floods11", "--data-root", shared_data,
+                  "--model", model, "--tile", "32", "--overlap", "16")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    ((), "Nothing to score"),
+    (("--simulated", "moon"), "Unknown --simulated source moon"),
+])
+def test_evaluate_without_scenes_or_with_an_unknown_source_says_so(cli, tmp_path, args, said):
+    result = cli("evaluate", "--model", tiny_models.identity_onnx(tmp_path / "id.onnx"), *args)
+    assert result.returncode == 2
+    assert said in result.stderr and "Traceback" not in result.stderr

@@ -17,13 +17,12 @@ from ..adaptation.ridge import box_mean, ridge_restore
 from ..adaptation.scene import CLEAR_GATE, MARGIN
 from ..core.keep_clear import keep_clear, keep_weight
 from .dataset import simulated_triplets
-from .evaluate import json_safe, restore_through_engine, score_prediction
+from .evaluate import SIMULATED_COVERAGE, json_safe, restore_through_engine, score_prediction
 from .packed import read_packed
 from .pairs import load_clear_pairs
 
 REPORT_PACKED = ("3968", "4065", "4287", "4294", "4433", "4438")
 SIMULATED_SOURCES = ("terramind", "sen1floods11")
-SIMULATED_COVERAGE = 0.6
 SHOWN = ("psnr", "ssim", "sam", "thick_psnr", "thick_ssim", "thick_sam")
 
 

@@ -168,6 +168,25 @@ def restore_through_engine(triplet, folder: Path, **request) -> tuple:
     return restored, gate, result
 
 
+# Cloud cover of the --simulated scenes, and their seed (the same clouds at every run).
+SIMULATED_COVERAGE = 0.6
+SIMULATED_SEED = 0
+
+
+def simulated_scenes(data_root, sources: str) -> list:
+    """Clear pairs of the named sources under fixed simulated clouds, as scored triplets."""
+    from .dataset import simulated_triplets
+    from .pairs import SOURCES, load_clear_pairs
+
+    names = tuple(n.strip() for n in sources.split(",") if n.strip())
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        raise UserError(f"Unknown --simulated source {', '.join(unknown) or '(none)'}; give "
+                        f"some of {', '.join(SOURCES)}.")
+    return simulated_triplets(load_clear_pairs(Path(data_root), names), SIMULATED_SEED,
+                              coverages=(SIMULATED_COVERAGE,))
+
+
 def summarise(rows) -> dict:
     """Means over images for the model and the baseline (NaN-skipping, as the protocol does),
     and the reliability table summed over every pixel of every image."""
@@ -231,8 +250,14 @@ def json_safe(value):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", action="append", required=True, metavar="FOLDER",
+    parser.add_argument("--data", action="append", default=[], metavar="FOLDER",
                         help="folder of SEN12MS-CR triplets or packed triplets (repeatable)")
+    parser.add_argument("--simulated", default=None, metavar="SOURCES",
+                        help="also score clear pairs of these sources (comma-separated, e.g. "
+                             "sen1floods11,terramind, read from --data-root) under seeded "
+                             "simulated clouds at 60 %% cover, where the truth is the same date")
+    parser.add_argument("--data-root", default="../shared/data", metavar="FOLDER",
+                        help="root of the shared data for --simulated (default %(default)s)")
     parser.add_argument("--model", default="default",
                         help="registered model name or path to a .onnx / .pt file")
     parser.add_argument("--only", default=None, metavar="NAMES",
@@ -244,6 +269,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all)")
     parser.add_argument("--raw-network", action="store_true",
                         help="score the network's output everywhere (clear pixels not kept)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile size in pixels (default: the model's own)")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="tile overlap in pixels (default: the model's own)")
     parser.add_argument("--out", default=None, metavar="REPORT.json",
                         help="write the full report (per-image rows and means) as JSON")
     parser.add_argument("--sheet", default=None, metavar="SHEET.png",
@@ -255,7 +284,12 @@ def run(args) -> int:
     import tempfile
 
     only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
+    if not args.data and not args.simulated:
+        raise UserError("Nothing to score; give --data FOLDER (triplets) and/or --simulated "
+                        "SOURCES (clear pairs under simulated clouds).")
     triplets = [t for folder in args.data for t in load_triplets(folder, args.split, only)]
+    if args.simulated:
+        triplets += simulated_scenes(args.data_root, args.simulated)
     missing = sorted(only - {t.name for t in triplets}) if only else []
     if missing:
         raise UserError(f"The selected triplets {', '.join(missing)} are not in the data "
@@ -266,7 +300,8 @@ def run(args) -> int:
         for index, triplet in enumerate(triplets):
             restored, gate, result = restore_through_engine(
                 triplet, Path(work) / str(index), model=args.model, backend=args.backend,
-                device=args.device, threads=args.threads, raw_network=args.raw_network)
+                device=args.device, threads=args.threads, raw_network=args.raw_network,
+                tile_size=args.tile, overlap=args.overlap)
             rows.append(score_prediction(triplet, restored, gate))
             notes += [m for m in result.messages if m not in notes]
             if args.sheet:
