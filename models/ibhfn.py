@@ -146,7 +146,9 @@ class SceneContext(nn.Module):
         total = weight.sum(dim=(2, 3), keepdim=True)
         colour = (s2 * weight).sum(dim=(2, 3), keepdim=True) / (total + 1.0)
         fraction = weight.mean(dim=(2, 3), keepdim=True)
-        deep_weight = F.adaptive_avg_pool2d(weight, deep.shape[-2:])
+        # a fixed pooling factor, not adaptive pooling to deep's size: the ONNX graph must not
+        # freeze the export's tile size
+        deep_weight = F.avg_pool2d(weight, weight.shape[-1] // deep.shape[-1])
         features = deep.sum(dim=(2, 3), keepdim=True) / (deep_weight.sum(dim=(2, 3), keepdim=True)
                                                          + 1.0)
         return self.mlp(torch.cat([colour, fraction, features], dim=1))
