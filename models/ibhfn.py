@@ -135,8 +135,9 @@ class SceneContext(nn.Module):
     a 1×1 MLP whose last layer starts at zero, so a network grown from one without it starts
     where that one was. A tile with no clear pixel gives zeros and fraction 0."""
 
-    def __init__(self, deep_channels: int, hidden: int = 64):
+    def __init__(self, deep_channels: int, downsamplings: int, hidden: int = 64):
         super().__init__()
+        self.factor = 2 ** downsamplings
         self.mlp = nn.Sequential(nn.Conv2d(S2_CHANNELS + 1 + deep_channels, hidden, 1),
                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, deep_channels, 1))
         nn.init.zeros_(self.mlp[-1].weight)
@@ -148,19 +149,16 @@ class SceneContext(nn.Module):
         fraction = weight.mean(dim=(2, 3), keepdim=True)
         # a fixed pooling factor, not adaptive pooling to deep's size: the ONNX graph must not
         # freeze the export's tile size
-        deep_weight = F.avg_pool2d(weight, weight.shape[-1] // deep.shape[-1])
+        deep_weight = F.avg_pool2d(weight, self.factor)
         features = deep.sum(dim=(2, 3), keepdim=True) / (deep_weight.sum(dim=(2, 3), keepdim=True)
                                                          + 1.0)
         return self.mlp(torch.cat([colour, fraction, features], dim=1))
 
 
 def masked_levels(levels: list, weight: torch.Tensor) -> list:
-    """Each feature level times the weight map average-pooled to that level's resolution."""
-    out = []
-    for level in levels:
-        factor = weight.shape[-1] // level.shape[-1]
-        out.append(level * (F.avg_pool2d(weight, factor) if factor > 1 else weight))
-    return out
+    """Each encoder level times the weight map average-pooled to it (level l is 2^l coarser)."""
+    return [level * (F.avg_pool2d(weight, 2 ** index) if index else weight)
+            for index, level in enumerate(levels)]
 
 
 class Upsample(nn.Module):
@@ -228,7 +226,8 @@ class IBHFN(nn.Module):
         self.gate = LocalGlobalGate(widths[0], widths[-1]) if use_gate else None
         self.mask_optical, self.detached_gates = mask_optical, detached_gates
         self.output_shut = output_shut
-        self.scene_context = SceneContext(widths[-1]) if scene_context else None
+        self.scene_context = (SceneContext(widths[-1], downsamplings) if scene_context
+                              else None)
 
         self.skip = conv3x3(S2_CHANNELS, S2_CHANNELS)
         if dirac_skip:

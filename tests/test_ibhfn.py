@@ -249,7 +249,7 @@ def test_scene_context_reads_the_clear_pixels_and_ignores_the_cloudy_ones():
     from sar_cloud_removal.models.ibhfn import SceneContext
 
     torch.manual_seed(0)
-    context = SceneContext(deep_channels=8)
+    context = SceneContext(deep_channels=8, downsamplings=2)
     torch.nn.init.normal_(context.mlp[-1].weight)      # as if trained: no longer all zero
     s2, deep = torch.rand(1, 13, 16, 16), torch.rand(1, 8, 4, 4)
     weight = torch.zeros(1, 1, 16, 16)
