@@ -35,6 +35,7 @@ class SarCloudRemovalPlugin:
         self.layer_action: Optional[QAction] = None
         self.missing = []
         self._dependency_dialog = None
+        self._torch_dialog = None
 
     # -- QGIS entry points ---------------------------------------------------------------------
 
@@ -85,10 +86,11 @@ class SarCloudRemovalPlugin:
             self.iface.removeRasterToolBarIcon(self.show_dock_action)
             self.show_dock_action.deleteLater()
             self.show_dock_action = None
-        if self._dependency_dialog is not None:
-            self._dependency_dialog.reject()
-            self._dependency_dialog.deleteLater()
-            self._dependency_dialog = None
+        for dialog in (self._dependency_dialog, self._torch_dialog):
+            if dialog is not None:
+                dialog.reject()
+                dialog.deleteLater()
+        self._dependency_dialog = self._torch_dialog = None
         if self.dock is not None:
             self.dock.release()
             self.iface.removeDockWidget(self.dock)
@@ -108,6 +110,7 @@ class SarCloudRemovalPlugin:
             self.dock.run_requested.connect(self.run_from_dock)
             self.dock.cancel_requested.connect(self.cancel_run)
             self.dock.install_requested.connect(self.show_dependency_dialog)
+            self.dock.torch_install_requested.connect(self.show_torch_dialog)
             self.dock.set_missing_packages(self.missing)
             self.dock.set_running(self.task is not None)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
@@ -130,10 +133,21 @@ class SarCloudRemovalPlugin:
         self._dependency_dialog.show()
         self._dependency_dialog.raise_()
 
+    def show_torch_dialog(self):
+        """The installer for torch alone (scene adaptation), from the dock's button."""
+        from .ui.dependencies import torch_dialog
+
+        if self._torch_dialog is None:
+            self._torch_dialog = torch_dialog(self.iface.mainWindow())
+            self._torch_dialog.installed.connect(self._on_dependencies_installed)
+        self._torch_dialog.show()
+        self._torch_dialog.raise_()
+
     def _on_dependencies_installed(self):
         self.missing = missing_packages()
         if self.dock is not None:
             self.dock.set_missing_packages(self.missing)
+            self.dock.refresh_adaptation()
 
     # -- runs ----------------------------------------------------------------------------------
 

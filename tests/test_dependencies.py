@@ -2,6 +2,7 @@
 log (with a stand-in command: nothing is installed by the tests)."""
 import base64
 import hashlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -248,3 +249,33 @@ def test_torch_for_scene_adaptation_is_offered_as_one_command_for_this_qgis():
     assert cpu.startswith(python) and gpu.startswith(python)
     assert dependencies.TORCH_REQUIREMENT in cpu and str(dependencies.dependencies_folder()) in cpu
     assert dependencies.TORCH_CPU_INDEX in cpu and dependencies.TORCH_CPU_INDEX not in gpu
+
+
+def test_the_dock_offers_torch_for_scene_adaptation_and_enables_it_once_installed(
+        monkeypatch, qgis_iface, qgis_new_project):
+    """Without torch the adaptation controls are off and an install button opens a dialog that
+    shows the CPU build's command and says it is not hash-checked; once the install reports
+    success and torch is found, the controls come on and the button goes."""
+    from sar_cloud_removal import classFactory
+
+    _without(monkeypatch, "torch")
+    monkeypatch.setattr(dependencies, "has_nvidia_gpu", lambda: False)
+    plugin = classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        dock = plugin.show_dock()
+        assert not dock.adapt_check.isEnabled() and not dock.torch_button.isHidden()
+        assert dependencies.TORCH_CPU_INDEX in dock.adapt_hint.text()
+        dock.torch_button.click()
+        dialog = plugin._torch_dialog
+        assert dialog is not None and dialog.isVisible()
+        command = dialog.log.toPlainText()
+        assert dependencies.TORCH_REQUIREMENT in command
+        assert dependencies.TORCH_CPU_INDEX in command and "--isolated" in command
+        assert "not checked against a lock" in dialog.intro.text()
+        monkeypatch.setattr(dependencies, "find_spec", importlib.util.find_spec)  # installed
+        dialog.installed.emit()
+        assert dock.adapt_check.isEnabled() and dock.torch_button.isHidden()
+        assert dock.adapt_hint.isHidden()
+    finally:
+        plugin.unload()

@@ -217,22 +217,51 @@ def install_command(missing: Sequence[str], target: Optional[Path] = None,
 
 # Scene adaptation trains with torch, which the installer does not lock: its CPU build lives on
 # PyTorch's own index and its CUDA build needs NVIDIA's libraries, hundreds of MB either way. The
-# plugin shows the user the one command for this QGIS instead, into the same folder.
+# dock offers it on its own (its dialog says it is not hash-checked), and shows the one command
+# for this QGIS, into the same folder, for those who prefer a terminal.
 TORCH_REQUIREMENT = "torch==2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def torch_install_command(nvidia_gpu: Optional[bool] = None) -> Optional[str]:
-    """The shell command that installs torch for this QGIS (CPU build, or the CUDA build where
-    an NVIDIA GPU is present) into the plugin's package folder; None without QGIS's Python."""
+def is_installed(name: str) -> bool:
+    """Whether `name` would import, asked of importlib without importing it (torch takes
+    seconds)."""
+    return find_spec(name) is not None
+
+
+def torch_install_argv(nvidia_gpu: Optional[bool] = None) -> Optional[List[str]]:
+    """The pip command that installs torch for this QGIS (CPU build, or the CUDA build where an
+    NVIDIA GPU is present) into the plugin's package folder; None without QGIS's Python."""
     python = python_interpreter()
     if python is None:
         return None
     gpu = has_nvidia_gpu() if nvidia_gpu is None else nvidia_gpu
     index = [] if gpu else ["--index-url", TORCH_CPU_INDEX]
-    parts = [python, "-m", "pip", "install", "--target", str(dependencies_folder()),
-             TORCH_REQUIREMENT, *index]
-    return " ".join(f'"{p}"' if " " in p else p for p in parts)
+    return [python, "-m", "pip", "install", "--isolated", "--target", str(dependencies_folder()),
+            TORCH_REQUIREMENT, *index]
+
+
+def torch_install_command(nvidia_gpu: Optional[bool] = None) -> Optional[str]:
+    """`torch_install_argv` as one line to paste into a terminal."""
+    argv = torch_install_argv(nvidia_gpu)
+    return None if argv is None else " ".join(f'"{p}"' if " " in p else p for p in argv)
+
+
+def torch_dialog(parent=None, nvidia_gpu: Optional[bool] = None) -> "DependencyDialog":
+    """The install dialog for torch alone, saying what it downloads, from where, and that
+    PyTorch's wheels are not checked against a lock as the engine's packages are."""
+    gpu = has_nvidia_gpu() if nvidia_gpu is None else nvidia_gpu
+    argv = torch_install_argv(gpu)
+    intro = tr(
+        "Scene adaptation needs <b>torch</b> (restoring does not). <b>Install</b> downloads "
+        "<b>{}</b>, the {}, about {} from <code>{}</code>, into this QGIS profile only:<br>"
+        "<code>{}</code><br>Unlike the engine's packages, PyTorch's wheels are not checked "
+        "against a lock file here.").format(
+        TORCH_REQUIREMENT.replace("==", " "),
+        tr("CUDA build, for your NVIDIA GPU") if gpu else tr("CPU build"),
+        "2.5 GB" if gpu else "200 MB", INDEX_URL if gpu else TORCH_CPU_INDEX,
+        dependencies_folder())
+    return DependencyDialog(argv, ["torch"], parent, planned=[TORCH_REQUIREMENT], intro=intro)
 
 
 class DependencyDialog(QDialog):
@@ -242,7 +271,7 @@ class DependencyDialog(QDialog):
 
     def __init__(self, command: Optional[Sequence[str]], missing: Sequence[str], parent=None,
                  planned: Optional[Sequence[str]] = None,
-                 environment: Optional[Dict[str, str]] = None):
+                 environment: Optional[Dict[str, str]] = None, intro: Optional[str] = None):
         super().__init__(parent)
         self.setObjectName("SarCloudRemovalDependencyDialog")
         self.setWindowTitle(tr("SAR Cloud Removal: install Python packages"))
@@ -262,7 +291,7 @@ class DependencyDialog(QDialog):
         self._process.errorOccurred.connect(self._on_error)
 
         # What will be installed, from where and to where, before anything runs.
-        self.intro = QLabel(tr(
+        self.intro = QLabel(intro or tr(
             "SAR Cloud Removal needs {} to run. <b>Install</b> downloads exactly these "
             "releases, each checked against its published sha256, from <code>{}</code>:"
             "<ul>{}</ul>into this QGIS profile only, leaving QGIS's own packages as they "

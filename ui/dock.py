@@ -4,7 +4,6 @@ The dock only gathers choices and shows state; the plugin owns the task. Run sta
 with the reason in the status line, until `input_problem` accepts the inputs, so a run never
 starts on inputs the engine would refuse.
 """
-import importlib.util
 import os
 from typing import Optional, Sequence
 
@@ -36,7 +35,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.model_spec import DEFAULT_MODEL, MODEL_SUFFIXES, list_models
 from . import ICON_PATH, settings
-from .dependencies import has_nvidia_gpu, torch_install_command
+from .dependencies import has_nvidia_gpu, is_installed, torch_install_command
 from .i18n import tr
 from .layers import matching_s1_layers, overlap_in_s2_crs
 from .run_inputs import RunInputs, aoi_size_pixels, input_problem, s2_problem
@@ -51,6 +50,7 @@ class SarCloudRemovalDock(QgsDockWidget):
     run_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
     install_requested = pyqtSignal()
+    torch_install_requested = pyqtSignal()
 
     def __init__(self, iface, parent=None):
         super().__init__(tr("SAR Cloud Removal"), parent)
@@ -209,10 +209,14 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.adapt_hint = QLabel()
         self.adapt_hint.setWordWrap(True)
         self.adapt_hint.setStyleSheet(HINT_STYLE)
-        self._set_up_adaptation()
+        self.torch_button = QPushButton(tr("Install torch…"))
+        self.torch_button.setToolTip(tr("Install torch for this QGIS, for scene adaptation"))
+        self.torch_button.clicked.connect(self.torch_install_requested)
+        self.refresh_adaptation()
         adapt_row = QHBoxLayout()
         adapt_row.addWidget(self.adapt_check, 1)
         adapt_row.addWidget(self.adapt_seconds)
+        adapt_row.addWidget(self.torch_button)
         form.addRow(tr("Network"), self.model_combo)
         form.addRow(tr("File"), self.model_file)
         form.addRow(tr("Device"), self.device_combo)
@@ -222,10 +226,12 @@ class SarCloudRemovalDock(QgsDockWidget):
         self._model_form = form
         return box
 
-    def _set_up_adaptation(self) -> None:
+    def refresh_adaptation(self) -> None:
         """The adaptation controls, usable only where torch is installed (found without
-        importing it, which would cost seconds at plugin load)."""
-        has_torch = importlib.util.find_spec("torch") is not None
+        importing it, which would cost seconds at plugin load); where it is not, the button
+        that installs it and the command for a terminal. Called again after an install."""
+        has_torch = is_installed("torch")
+        self.torch_button.setVisible(not has_torch)
         self.adapt_check.setEnabled(has_torch)
         self.adapt_seconds.setEnabled(has_torch)
         self.adapt_check.setToolTip(tr(
@@ -236,9 +242,10 @@ class SarCloudRemovalDock(QgsDockWidget):
         self.adapt_hint.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.adapt_hint.setText("" if has_torch else tr(
             "Scene adaptation needs the Python package torch, which is not installed for this "
-            "QGIS (restoring does not need it). To add it ({}), run once and restart QGIS:\n"
-            "{}").format(tr("CUDA build, for your NVIDIA GPU") if has_nvidia_gpu()
-                         else tr("CPU build"), command or tr("(QGIS's Python was not found)")))
+            "QGIS (restoring does not need it). Install it with the button ({}), or run once "
+            "and restart QGIS:\n{}").format(
+            tr("CUDA build, for your NVIDIA GPU") if has_nvidia_gpu() else tr("CPU build"),
+            command or tr("(QGIS's Python was not found)")))
         self.adapt_hint.setVisible(not has_torch)
 
     def _build_advanced(self) -> QWidget:
