@@ -1,7 +1,7 @@
 """The CLI face: the `sar-cloud-removal` console command (also `python -m sar_cloud_removal.cli`).
 
 One module per subcommand, each exposing `add_arguments(parser)` and `run(args) -> int`: the
-CLI's own commands live in this package (`remove`, `batch`, `bench`; `demo` and `quicklook` are
+CLI's own commands live in this package (`remove`, `batch`, `bench`, `models`; `demo` and `quicklook` are
 its helpers), while `evaluate`, `train` and `export` are the training and model tools' own
 modules. This module only dispatches, so heavy imports happen for the command in use only, and
 every command reports errors the same way: one sentence on stderr, no traceback.
@@ -21,6 +21,7 @@ COMMANDS = {
     "train": ("..training.train", "train or fine-tune a network from a config file"),
     "export": ("..models.export", "export a trained checkpoint to ONNX with engine metadata"),
     "bench": (".bench", "measure throughput and peak memory on generated scenes"),
+    "models": (".models", "list the installed models with their cards' headline figures"),
 }
 
 

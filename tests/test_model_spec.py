@@ -249,3 +249,27 @@ def test_reading_an_onnx_spec_imports_no_runtime(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, check=True)
     assert done.stdout.strip() == "64 []"
+
+
+def test_models_command_lists_each_model_with_its_cards_headline(weights_dir, capsys):
+    from argparse import Namespace
+
+    from sar_cloud_removal.cli import models
+
+    tiny_models.identity_onnx(weights_dir / "tiny.onnx")
+    tiny_models.identity_torch(weights_dir / "tiny.pt")
+    (weights_dir / "tiny.md").write_text("# Card\n\nHeadline: PSNR 30.1 dB on nothing real\n")
+    tiny_models.identity_onnx(weights_dir / "bare.onnx")
+    assert models.run(Namespace(names=False)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["bare  0.0.1  identity  [onnx]", "    no model card",
+                   "tiny  0.0.1  identity  [onnx+pt]", "    PSNR 30.1 dB on nothing real"]
+    assert models.run(Namespace(names=True)) == 0
+    assert capsys.readouterr().out.split() == ["bare", "tiny"]
+
+
+def test_every_shipped_model_card_has_a_headline(cli):
+    result = cli("models")
+    assert result.returncode == 0, result.stderr
+    assert f"{DEFAULT_MODEL} (default)" in result.stdout
+    assert "no headline" not in result.stdout and "no model card" not in result.stdout
