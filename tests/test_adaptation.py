@@ -81,7 +81,13 @@ def test_a_fully_cloudy_scene_is_not_adapted_and_says_why(shared_data, tmp_path)
     assert (tmp_path / "o.tif").is_file()
 
 
-def test_cancelling_during_adaptation_leaves_nothing(floods, tmp_path):
+def test_cancelling_during_adaptation_leaves_nothing(floods, tmp_path, monkeypatch):
+    """Nothing on disk, and the engine's malloc setting is back for the next run."""
+    from sar_cloud_removal.adaptation import scene
+    from sar_cloud_removal.core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD
+
+    thresholds = []
+    monkeypatch.setattr(scene, "_set_mmap_threshold", thresholds.append)
     out = tmp_path / "out"
     out.mkdir()
     adapting = []
@@ -93,6 +99,7 @@ def test_cancelling_during_adaptation_leaves_nothing(floods, tmp_path):
         adaptation.remove_clouds(_request(floods, out / "restored.tif"), progress,
                                  is_cancelled=lambda: any(adapting))
     assert list(out.iterdir()) == []
+    assert thresholds[0] > ENGINE_MMAP_THRESHOLD and thresholds[-1] == ENGINE_MMAP_THRESHOLD
 
 
 def test_the_engine_alone_refuses_an_adapt_request(floods, tmp_path):
@@ -107,3 +114,14 @@ def test_cli_adapts_and_says_so_in_its_summary(cli, floods, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "adapted to the scene" in result.stdout or "not adapted" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_every_pair_tool_finds_every_real_pair_it_names(shared_data):
+    """The `adapt_every_pair` tool's list (README: `remove --adapt` on every real pair) names
+    files that exist, so it cannot silently skip a pair."""
+    from sar_cloud_removal.training.adapt_every_pair import file_pairs
+
+    pairs = file_pairs(shared_data)
+    assert len(pairs) == 13
+    for name, s2, s1 in pairs:
+        assert s2.exists() and s1.is_file(), name
