@@ -36,9 +36,8 @@ from ..core.model_spec import load_spec, resolve_model
 CELL = 64
 MAX_CELLS = 384
 # The pixels the engine keeps bit for bit as observation are the ones adaptation learns from:
-# on the selection scenes 99 % of the pixels 3.0.0 gives a gate of 0.9-0.95 are clear (0.95
-# was 2.0.0's level; 3.0.0's gate is confident less often, and at 0.95 every real report scene
-# had too few clear cells to adapt).
+# on the selection scenes 99 % of the pixels 3.x gives a gate of 0.9-0.95 are clear (0.95 was
+# 2.0.0's level; the masked network's gate is confident less often; docs/EVALUATION.md).
 CLEAR_GATE = KEEP_FULL
 MARGIN = 6
 MIN_CELL_CLEAR = 0.5

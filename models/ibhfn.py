@@ -8,6 +8,15 @@
     s2 ─ 3×3 Dirac skip ─────────────────────────────────────────────────────────────────┤
                                     restored = w(g) · skip(s2) + (1 − w(g)) · reconstruction
 
+The gate g is the clear-sky confidence (trained against cloud masks); the blend weight w(g) is g
+stretched so that it reaches exactly 0 and 1 (`blend_weight`): under opaque cloud the optical
+path is shut completely, and the output there is the reconstruction alone, never a dimmed copy
+of the cloud.
+
+The two streams never mix before the bottleneck fusion, and SAR never enters at full resolution,
+where its speckle is strongest. The paper publishes no widths or depths; the defaults are sized
+for the efficient end (≈1.1 M parameters, ≈3.6 GMAC per 256² patch) so it trains on a CPU.
+
 With `mask_optical` (the shipped configuration) the gate is computed first, from the optical
 encoder's own features (stem and deepest level), and every optical feature level is multiplied
 by w(g) (average-pooled to its resolution) before it reaches the fusion and the decoder. Under
