@@ -174,21 +174,28 @@ class _Pyramid:
     windows written (valid pixels only). Windows must start on multiples of the largest factor
     (the engine's blocks do); otherwise the pyramid gives up and the COG driver computes it."""
 
-    def __init__(self, base: Path, target: Path, profile: dict, fill):
+    def __init__(self, base: Path, target: Path, profile: dict, fill, scratch: list):
+        """Each level's file is added to `scratch` (the pair's list of files to remove) before
+        it is created, so an interrupt between two levels leaves none of them behind."""
         self.height, self.width = profile["height"], profile["width"]
         self.dtype, self.fill = np.dtype(profile["dtype"]), fill
         self.paths, self.datasets = [], []
         self.factors = overview_factors(self.height, self.width)
         self.usable = bool(self.factors)
-        for factor in self.factors:
-            path = Path(f"{base}.ovr{factor}.tif")
-            self.paths.append(path)
-            level = dict(profile, height=math.ceil(self.height / factor),
-                         width=math.ceil(self.width / factor),
-                         transform=profile["transform"] * Affine.scale(
-                             self.width / math.ceil(self.width / factor),
-                             self.height / math.ceil(self.height / factor)))
-            self.datasets.append(_create(path, target, level))
+        try:
+            for factor in self.factors:
+                path = Path(f"{base}.ovr{factor}.tif")
+                self.paths.append(path)
+                scratch.append(path)
+                level = dict(profile, height=math.ceil(self.height / factor),
+                             width=math.ceil(self.width / factor),
+                             transform=profile["transform"] * Affine.scale(
+                                 self.width / math.ceil(self.width / factor),
+                                 self.height / math.ceil(self.height / factor)))
+                self.datasets.append(_create(path, target, level))
+        except BaseException:
+            self.close()
+            raise
 
     def add(self, window: Window, data: np.ndarray, valid: np.ndarray) -> None:
         if not self.usable:
@@ -301,9 +308,7 @@ class OutputPair:
                     self._descriptions, self._fills):
                 for band, name in enumerate(names or (), start=1):
                     dataset.set_band_description(band, name)
-                pyramid = _Pyramid(temp, target, profile, fill)
-                self._scratch += pyramid.paths
-                self._pyramids.append(pyramid)
+                self._pyramids.append(_Pyramid(temp, target, profile, fill, self._scratch))
         except BaseException:
             self._discard()
             raise

@@ -187,3 +187,27 @@ def test_a_lock_left_by_a_dead_run_is_broken(tmp_path):
     pair.__exit__(None, None, None)
     assert time.monotonic() - started < 5
     assert files_in(tmp_path) == {"o.tif", "o_gate.tif"}
+
+
+@pytest.mark.parametrize("interrupted_at", range(1, 7))   # 2 images + 2 x 2 levels
+def test_an_interrupt_while_the_pair_creates_its_files_leaves_none(tmp_path, monkeypatch,
+                                                                  interrupted_at):
+    """Ctrl-C can land between any two of the files a pair creates (two images, then each
+    one's overview levels); every file created so far is removed."""
+    real_create, calls = geotiff._create, []
+
+    def create_then_interrupt(path, target, profile):
+        dataset = real_create(path, target, profile)
+        calls.append(path)
+        if len(calls) == interrupted_at:
+            dataset.close()
+            raise KeyboardInterrupt
+        return dataset
+
+    monkeypatch.setattr(geotiff, "_create", create_then_interrupt)
+    pair = OutputPair(tmp_path / "o.tif", tmp_path / "o_gate.tif", crs="EPSG:32631",
+                      transform=from_origin(600000, 5000000, 10, 10), width=600, height=600,
+                      dtype="uint16", bands=13)
+    with pytest.raises(KeyboardInterrupt):
+        pair.__enter__()
+    assert len(calls) == interrupted_at and files_in(tmp_path) == set()
