@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.engine import open_scene
-from ..core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD
+from ..core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD, set_mmap_threshold
 from ..core.errors import Cancelled, UserError
 from ..core.keep_clear import KEEP_FULL
 from ..core.model_spec import load_spec, resolve_model
@@ -193,17 +193,6 @@ def _held_out_loss(network, held_out, torch) -> float:
 _TRAINING_MMAP_THRESHOLD = 32 << 20
 
 
-def _set_mmap_threshold(size: int) -> None:
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, size)   # -3: M_MMAP_THRESHOLD
-        except (OSError, AttributeError):   # not glibc
-            pass
-
-
 def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptation:
     """Fine-tune a copy of the request's network on its scene; see the module docstring.
 
@@ -248,7 +237,7 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=LEARNING_RATE)
     loss = JointLoss(DynamicWeights())
     step, stale = 0, 0
-    _set_mmap_threshold(_TRAINING_MMAP_THRESHOLD)
+    set_mmap_threshold(_TRAINING_MMAP_THRESHOLD)
     try:   # the engine's threshold comes back on cancel and on error too
         while step < max_steps and stale < PATIENCE:
             elapsed = time.perf_counter() - started
@@ -273,7 +262,7 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
             progress(min(1.0, max(step / max_steps, elapsed / budget)),
                      f"adaptation: step {step}, held-out L1 {best_loss:.4f}")
     finally:
-        _set_mmap_threshold(ENGINE_MMAP_THRESHOLD)
+        set_mmap_threshold(ENGINE_MMAP_THRESHOLD)
     seconds = time.perf_counter() - started
     outcome = Adaptation(False, "", seconds=seconds, steps=step, clear_fraction=clear_fraction,
                          global_loss=global_loss, adapted_loss=best_loss)

@@ -44,16 +44,22 @@ MMAP_THRESHOLD = 64 << 10
 _heap_bounded = False
 
 
-def bound_heap_growth() -> None:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process (Linux only)."""
-    global _heap_bounded
-    if _heap_bounded or not sys.platform.startswith("linux"):
+def set_mmap_threshold(size: int) -> None:
+    """Set glibc's M_MMAP_THRESHOLD to `size` bytes (Linux with glibc; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
         return
-    _heap_bounded = True
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)   # -3: M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)   # -3: M_MMAP_THRESHOLD
     except (OSError, AttributeError):   # not glibc
         pass
+
+
+def bound_heap_growth() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, once per process."""
+    global _heap_bounded
+    if not _heap_bounded:
+        _heap_bounded = True
+        set_mmap_threshold(MMAP_THRESHOLD)
 
 
 def _lower_priority() -> None:

@@ -87,7 +87,7 @@ def test_cancelling_during_adaptation_leaves_nothing(floods, tmp_path, monkeypat
     from sar_cloud_removal.core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD
 
     thresholds = []
-    monkeypatch.setattr(scene, "_set_mmap_threshold", thresholds.append)
+    monkeypatch.setattr(scene, "set_mmap_threshold", thresholds.append)
     out = tmp_path / "out"
     out.mkdir()
     adapting = []
