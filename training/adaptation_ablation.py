@@ -16,10 +16,8 @@ import numpy as np
 from ..adaptation.ridge import box_mean, ridge_restore
 from ..adaptation.scene import CLEAR_GATE, MARGIN
 from ..core.keep_clear import keep_clear, keep_weight
-from .dataset import simulated_triplets
-from .evaluate import SIMULATED_COVERAGE, json_safe, restore_through_engine, score_prediction
+from .evaluate import json_safe, restore_through_engine, score_prediction, simulated_scenes
 from .packed import read_packed
-from .pairs import load_clear_pairs
 
 REPORT_PACKED = ("3968", "4065", "4287", "4294", "4433", "4438")
 SIMULATED_SOURCES = ("terramind", "sen1floods11")
@@ -38,8 +36,7 @@ def ridge_arm(triplet, gate: np.ndarray) -> np.ndarray:
 
 def scenes(data_root: Path, seed: int) -> list:
     real = [("real", read_packed(data_root / "sen12mscr" / "packed", i)) for i in REPORT_PACKED]
-    pairs = load_clear_pairs(data_root, SIMULATED_SOURCES)
-    simulated = simulated_triplets(pairs, seed, coverages=(SIMULATED_COVERAGE,))
+    simulated = simulated_scenes(data_root, SIMULATED_SOURCES, seed)
     return real + [("simulated", t) for t in simulated]
 
 

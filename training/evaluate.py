@@ -173,17 +173,20 @@ SIMULATED_COVERAGE = 0.6
 SIMULATED_SEED = 0
 
 
-def simulated_scenes(data_root, sources: str) -> list:
-    """Clear pairs of the named sources under fixed simulated clouds, as scored triplets."""
+def simulated_scenes(data_root, sources, seed: int = SIMULATED_SEED) -> list:
+    """Clear pairs of the named sources (a comma-separated string or a sequence of names) under
+    fixed simulated clouds at SIMULATED_COVERAGE, as scored triplets."""
     from .dataset import simulated_triplets
     from .pairs import SOURCES, load_clear_pairs
 
-    names = tuple(n.strip() for n in sources.split(",") if n.strip())
+    if isinstance(sources, str):
+        sources = sources.split(",")
+    names = tuple(n.strip() for n in sources if n.strip())
     unknown = [n for n in names if n not in SOURCES]
     if unknown or not names:
         raise UserError(f"Unknown --simulated source {', '.join(unknown) or '(none)'}; give "
                         f"some of {', '.join(SOURCES)}.")
-    return simulated_triplets(load_clear_pairs(Path(data_root), names), SIMULATED_SEED,
+    return simulated_triplets(load_clear_pairs(Path(data_root), names), seed,
                               coverages=(SIMULATED_COVERAGE,))
 
 
