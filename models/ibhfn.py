@@ -144,30 +144,28 @@ class SceneContext(nn.Module):
     a 1×1 MLP whose last layer starts at zero, so a network grown from one without it starts
     where that one was. A tile with no clear pixel gives zeros and fraction 0."""
 
-    def __init__(self, deep_channels: int, downsamplings: int, hidden: int = 64):
+    def __init__(self, deep_channels: int, hidden: int = 64):
         super().__init__()
-        self.factor = 2 ** downsamplings
         self.mlp = nn.Sequential(nn.Conv2d(S2_CHANNELS + 1 + deep_channels, hidden, 1),
                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, deep_channels, 1))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, s2: torch.Tensor, weight: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+    def forward(self, s2: torch.Tensor, weights: list, deep: torch.Tensor) -> torch.Tensor:
+        """`weights`: the clear weight at every level (`pooled_weights`); `deep` is masked."""
+        weight, deep_weight = weights[0], weights[-1]
         total = weight.sum(dim=(2, 3), keepdim=True)
         colour = (s2 * weight).sum(dim=(2, 3), keepdim=True) / (total + 1.0)
         fraction = weight.mean(dim=(2, 3), keepdim=True)
-        # a fixed pooling factor, not adaptive pooling to deep's size: the ONNX graph must not
-        # freeze the export's tile size
-        deep_weight = F.avg_pool2d(weight, self.factor)
         features = deep.sum(dim=(2, 3), keepdim=True) / (deep_weight.sum(dim=(2, 3), keepdim=True)
                                                          + 1.0)
         return self.mlp(torch.cat([colour, fraction, features], dim=1))
 
 
-def masked_levels(levels: list, weight: torch.Tensor) -> list:
-    """Each encoder level times the weight map average-pooled to it (level l is 2^l coarser)."""
-    return [level * (F.avg_pool2d(weight, 2 ** index) if index else weight)
-            for index, level in enumerate(levels)]
+def pooled_weights(weight: torch.Tensor, levels: int) -> list:
+    """The weight map average-pooled to each of `levels` encoder levels (level l is 2^l
+    coarser): fixed pooling factors, so the ONNX graph does not freeze the export's tile size."""
+    return [F.avg_pool2d(weight, 2 ** index) if index else weight for index in range(levels)]
 
 
 class Upsample(nn.Module):
@@ -235,8 +233,7 @@ class IBHFN(nn.Module):
         self.gate = LocalGlobalGate(widths[0], widths[-1]) if use_gate else None
         self.mask_optical, self.detached_gates = mask_optical, detached_gates
         self.output_shut = output_shut
-        self.scene_context = (SceneContext(widths[-1], downsamplings) if scene_context
-                              else None)
+        self.scene_context = SceneContext(widths[-1]) if scene_context else None
 
         self.skip = conv3x3(S2_CHANNELS, S2_CHANNELS)
         if dirac_skip:
@@ -249,15 +246,16 @@ class IBHFN(nn.Module):
         gate = None
         if self.mask_optical:
             gate = self.gate(optical[0], optical[-1])
-            clear_weight = blend_weight(gate.detach() if self.detached_gates else gate)
-            optical = masked_levels(optical, clear_weight)
+            clear = pooled_weights(blend_weight(gate.detach() if self.detached_gates else gate),
+                                   len(optical))
+            optical = [level * weight for level, weight in zip(optical, clear)]
         skips, kls = [optical[0]], []
         for fusion, o, s in zip(self.fusions, optical[1:], sar[1:]):
             fused, kl = fusion(o, s)
             skips.append(fused)
             kls.append(kl)
         if self.scene_context is not None:
-            skips[-1] = skips[-1] + self.scene_context(s2, clear_weight, optical[-1])
+            skips[-1] = skips[-1] + self.scene_context(s2, clear, optical[-1])
         x = deep = self.deep_blocks(skips[-1])
         for upsample, blocks, skip in zip(self.upsamples, self.decoder_blocks, skips[-2::-1]):
             x = blocks(upsample(x) + skip)

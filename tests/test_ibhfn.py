@@ -246,23 +246,23 @@ def test_the_masked_gate_is_computed_from_the_optical_encoder_alone():
 
 
 def test_scene_context_reads_the_clear_pixels_and_ignores_the_cloudy_ones():
-    from sar_cloud_removal.models.ibhfn import SceneContext
+    from sar_cloud_removal.models.ibhfn import SceneContext, pooled_weights
 
     torch.manual_seed(0)
-    context = SceneContext(deep_channels=8, downsamplings=2)
+    context = SceneContext(deep_channels=8)
     torch.nn.init.normal_(context.mlp[-1].weight)      # as if trained: no longer all zero
     s2, deep = torch.rand(1, 13, 16, 16), torch.rand(1, 8, 4, 4)
     weight = torch.zeros(1, 1, 16, 16)
     weight[..., :8] = 1.0                              # left half clear, right half cloud
+    weights, none = pooled_weights(weight, 3), pooled_weights(torch.zeros_like(weight), 3)
     cloud_changed, clear_changed = s2.clone(), s2.clone()
     cloud_changed[..., 8:] += 0.5
     clear_changed[..., :8] += 0.5
-    base = context(s2, weight, deep)
+    base = context(s2, weights, deep)
     assert base.shape == (1, 8, 1, 1)
-    assert torch.equal(context(cloud_changed, weight, deep), base)
-    assert not torch.allclose(context(clear_changed, weight, deep), base)
+    assert torch.equal(context(cloud_changed, weights, deep), base)
+    assert not torch.allclose(context(clear_changed, weights, deep), base)
     # a tile with no clear pixel says so (fraction 0) and reads nothing of the cloud
-    none = torch.zeros_like(weight)
     assert torch.equal(context(s2, none, deep * 0), context(s2 + 0.5, none, deep * 0))
 
 
