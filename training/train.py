@@ -322,6 +322,7 @@ class TrainingRun:
             load_weights(self.model, read_checkpoint(init)["state_dict"], init,
                          config["model"]["architecture"], fresh=config["init_fresh"])
         self.model.to(self.dist.device)
+        self.ema = WeightAverage(self.model, config["ema"]) if config["ema"] else None
         self.optimizer = torch.optim.AdamW(trainable_parameters(self.model, config["trainable"]),
                                            lr=config["lr"], weight_decay=config["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config))
@@ -339,9 +340,6 @@ class TrainingRun:
                                  num_workers=config["workers"], drop_last=True)
         self.network = DistributedDataParallel(self.model) if self.dist.world > 1 else self.model
         self.loss = JointLoss(DynamicWeights(**config["loss"]))
-        self.ema = WeightAverage(self.model, config["ema"]) if config["ema"] else None
-        if resume and self.ema is not None:
-            self.ema.load(self._resumed.get("ema_state_dict"))
 
     def _restore(self) -> None:
         from ..core.model_spec import read_checkpoint
@@ -356,7 +354,8 @@ class TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
-        self._resumed = state
+        if self.ema is not None:
+            self.ema.load(state.get("ema_state_dict"))
 
     def save_latest(self) -> None:
         """Everything --resume needs, in a file the engine can also load as a model."""
