@@ -31,6 +31,8 @@ HAZE_WINDOW = 13
 _SHARPNESS_EPS = 1e-3
 # Spectra shorter than this have no direction; they score 90°, as in core.metrics.sam.
 _NORM_EPS = 1e-12
+# Keeps a batch of gate-only examples (all image weights 0) from dividing 0 by 0.
+_WEIGHT_EPS = 1e-12
 
 
 def _gaussian_blur(images: torch.Tensor, size: int, sigma: float, padding: str) -> torch.Tensor:
@@ -44,12 +46,34 @@ def _gaussian_blur(images: torch.Tensor, size: int, sigma: float, padding: str) 
     return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode=padding), cols, groups=channels)
 
 
+def l1_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs()
+
+
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (pred - target).abs().mean()
+    return l1_map(pred, target).mean()
+
+
+def _weighted_mean(values: torch.Tensor, image_weight) -> torch.Tensor:
+    """Mean of an N×… tensor with each image counted by its weight (an N vector; None: all 1).
+
+    With every weight 1 this is the plain mean; images of weight 0 (gate-only examples) add
+    nothing, and a batch of them alone gives 0 rather than 0/0.
+    """
+    if image_weight is None:
+        return values.mean()
+    weight = image_weight.to(values).reshape(-1)   # a batch of scalars may come as N×1
+    per_image = values.reshape(values.shape[0], -1).mean(1)
+    return (per_image * weight).sum() / weight.sum().clamp_min(_WEIGHT_EPS)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean SSIM over batch, bands and pixels; 1 for identical images."""
+    return ssim_map(pred, target).mean()
+
+
+def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of every band and pixel (N×C×H×W)."""
     def blur(x):
         return _gaussian_blur(x, SSIM_WINDOW, SSIM_SIGMA, "constant")
 
@@ -57,21 +81,25 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     var_p = blur(pred * pred) - mu_p.square()
     var_t = blur(target * target) - mu_t.square()
     cov = blur(pred * target) - mu_p * mu_t
-    ssim_map = ((2 * mu_p * mu_t + SSIM_C1) * (2 * cov + SSIM_C2)
-                / ((mu_p.square() + mu_t.square() + SSIM_C1) * (var_p + var_t + SSIM_C2)))
-    return ssim_map.mean()
+    return ((2 * mu_p * mu_t + SSIM_C1) * (2 * cov + SSIM_C2)
+            / ((mu_p.square() + mu_t.square() + SSIM_C1) * (var_p + var_t + SSIM_C2)))
 
 
 def spectral_angle(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean angle between the band vectors of each pixel, in radians.
+    """Mean angle between the band vectors of each pixel, in radians."""
+    return spectral_angle_map(pred, target).mean()
+
+
+def spectral_angle_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The angle between the band vectors at every pixel (N×H×W), in radians.
 
     Computed as 2·atan2(|p̂ − t̂|, |p̂ + t̂|) on unit vectors instead of acos(p̂·t̂): acos has an
     infinite derivative at identical spectra, which is exactly where a good restoration lives.
     """
     p = pred / torch.linalg.vector_norm(pred, dim=1, keepdim=True).clamp_min(_NORM_EPS)
     t = target / torch.linalg.vector_norm(target, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    return (2.0 * torch.atan2(torch.linalg.vector_norm(p - t, dim=1),
-                              torch.linalg.vector_norm(p + t, dim=1))).mean()
+    return 2.0 * torch.atan2(torch.linalg.vector_norm(p - t, dim=1),
+                             torch.linalg.vector_norm(p + t, dim=1))
 
 
 def _gradient_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,6 +116,12 @@ def hazy_negative(target: torch.Tensor) -> torch.Tensor:
 
 def contrastive_sharpness(pred: torch.Tensor, target: torch.Tensor,
                           cloudy: torch.Tensor) -> torch.Tensor:
+    """The mean over images of `sharpness_per_image`."""
+    return sharpness_per_image(pred, target, cloudy).mean()
+
+
+def sharpness_per_image(pred: torch.Tensor, target: torch.Tensor,
+                        cloudy: torch.Tensor) -> torch.Tensor:
     """How much nearer the output's gradients are to a hazy negative's than to the target's.
 
     Per image d⁺ = D(pred, target) and d⁻ = the mean D to the negatives (the blurred target and
@@ -99,7 +133,7 @@ def contrastive_sharpness(pred: torch.Tensor, target: torch.Tensor,
     positive = _gradient_distance(pred, target)
     negative = 0.5 * (_gradient_distance(pred, hazy_negative(target))
                       + _gradient_distance(pred, cloudy))
-    return (positive / (positive + negative + _SHARPNESS_EPS)).mean()
+    return positive / (positive + negative + _SHARPNESS_EPS)
 
 
 def _ramp(step: int, start: int, length: int) -> float:
@@ -143,17 +177,27 @@ CLOUD_RECONSTRUCTION_WEIGHT = 3.0
 _PROBABILITY_EPS = 1e-6
 
 
-def gate_loss(gate: torch.Tensor, clear: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of an N×1×H×W gate against the N×H×W clear-sky target in [0, 1]."""
-    return F.binary_cross_entropy(gate[:, 0].clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS),
-                                  clear)
+def gate_loss(gate: torch.Tensor, clear: torch.Tensor,
+              weight: torch.Tensor = None) -> torch.Tensor:
+    """Binary cross-entropy of an N×1×H×W gate against the N×H×W clear-sky target in [0, 1];
+    with an N×H×W `weight`, the weighted mean (pixels of weight 0, whose target is not trusted,
+    count for nothing)."""
+    probability = gate[:, 0].clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
+    if weight is None:
+        return F.binary_cross_entropy(probability, clear)
+    weight = weight.to(probability)
+    return ((F.binary_cross_entropy(probability, clear, reduction="none") * weight).sum()
+            / weight.sum().clamp_min(_WEIGHT_EPS))
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor,
-                        clear: torch.Tensor) -> torch.Tensor:
-    """Mean L1 of the reconstruction, each pixel weighted 1 + CLOUD_RECONSTRUCTION_WEIGHT·cloud."""
+                        clear: torch.Tensor, image_weight: torch.Tensor = None) -> torch.Tensor:
+    """Mean L1 of the reconstruction, each pixel weighted 1 + CLOUD_RECONSTRUCTION_WEIGHT·cloud
+    (and by its image's weight, when given)."""
     weight = 1.0 + CLOUD_RECONSTRUCTION_WEIGHT * (1.0 - clear)[:, None]
-    return ((reconstruction - target).abs() * weight).mean() / weight.mean()
+    if image_weight is not None:
+        weight = weight * image_weight.to(weight).view(-1, 1, 1, 1)
+    return ((reconstruction - target).abs() * weight).mean() / weight.mean().clamp_min(_WEIGHT_EPS)
 
 
 class JointLoss(nn.Module):
@@ -163,6 +207,11 @@ class JointLoss(nn.Module):
     "sharpness", "kl", and, when the clear-sky target `clear` (N×H×W, 1 = clear) is given,
     "gate" and "reconstruction" (the latter for networks that return one); `weights.at(step)`
     uses the same keys.
+
+    `image_weight` (an N vector, default all 1) is how much each image counts in the image
+    terms (all but "gate" and "kl"): 0 makes an example gate-only, for real clouds whose truth
+    the network cannot know (training.optical_pairs). `gate_weight` (N×H×W, default all 1)
+    weights the gate term per pixel, 0 where the clear-sky target is not trusted.
     """
 
     def __init__(self, weights: DynamicWeights = DynamicWeights()):
@@ -170,17 +219,19 @@ class JointLoss(nn.Module):
         self.weights = weights
 
     def forward(self, output: NetworkOutput, target: torch.Tensor, cloudy: torch.Tensor,
-                step: int, clear: torch.Tensor = None):
-        restored = output.restored
-        terms = {"l1": l1_loss(restored, target), "ssim": 1.0 - ssim(restored, target),
-                 "sam": spectral_angle(restored, target),
-                 "sharpness": contrastive_sharpness(restored, target, cloudy),
+                step: int, clear: torch.Tensor = None, image_weight: torch.Tensor = None,
+                gate_weight: torch.Tensor = None):
+        restored, w = output.restored, image_weight
+        terms = {"l1": _weighted_mean(l1_map(restored, target), w),
+                 "ssim": 1.0 - _weighted_mean(ssim_map(restored, target), w),
+                 "sam": _weighted_mean(spectral_angle_map(restored, target), w),
+                 "sharpness": _weighted_mean(sharpness_per_image(restored, target, cloudy), w),
                  "kl": output.kl}
         if clear is not None:
-            terms["gate"] = gate_loss(output.gate, clear)
+            terms["gate"] = gate_loss(output.gate, clear, gate_weight)
             if output.reconstruction is not None:
                 terms["reconstruction"] = reconstruction_loss(output.reconstruction, target,
-                                                              clear)
+                                                              clear, w)
         weights = self.weights.at(step)
         total = sum(weights[name] * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}

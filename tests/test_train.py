@@ -14,7 +14,8 @@ TINY = {
     "model": {"architecture": "ibhfn", "config": {"width": 4, "depth": 0, "downsamplings": 2}},
     "data": {"pair_sources": ["dsen2cr_dsp"], "holdout_packed": ["4287"],
              "selection_packed": ["4287"],
-             "validation_folders": [], "synthetic_weight": 1.0, "real_weight": 1.0},
+             "validation_folders": [], "synthetic_weight": 1.0, "real_weight": 1.0,
+             "optical_pairs_weight": 0.5},
     "loss": {"settle_steps": 1, "ramp_steps": 2, "kl_warmup_steps": 2},
     "crop": 32, "batch": 2, "steps": 4, "val_every": 4, "log_every": 2, "threads": 1,
 }

@@ -40,23 +40,31 @@ class SyntheticClouds:
         sample = simulate_clouds(s2, rng, kind=self.kind)
         # the engine clips inputs to [0, 1]; bright simulated cloud must look the same
         return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2,
-                "clear": clear_sky_target(sample)}
+                "clear": clear_sky_target(sample), "gate_weight": np.ones_like(s2[0]),
+                "image_weight": np.float32(1.0)}
 
 
 class RealTriplets:
-    """Aligned random crops of real cloudy/clear triplets."""
+    """Aligned random crops of real cloudy/clear triplets.
 
-    def __init__(self, triplets):
+    `image_weight` is how much their images count in the loss's image terms (models.losses);
+    0 makes them gate-only examples (training.optical_pairs: real clouds without S1).
+    """
+
+    def __init__(self, triplets, image_weight: float = 1.0):
         if not triplets:
             raise ValueError("real-triplet training needs at least one triplet")
-        self.triplets = list(triplets)
+        self.triplets, self.image_weight = list(triplets), np.float32(image_weight)
 
     def draw(self, rng: np.random.Generator, size: int) -> dict:
         t = self.triplets[rng.integers(len(self.triplets))]
         row, col = random_window(rng, *t.target.shape[-2:], size)
-        s1, s2, target, mask = random_dihedral(
-            crop([t.s1, t.cloudy, t.target, cloud_mask_of(t)], row, col, size), rng)
-        return {"s2": s2, "s1": s1, "target": target, "clear": 1.0 - mask}
+        trusted = t.gate_weight if t.gate_weight is not None else \
+            np.ones(t.target.shape[-2:], np.float32)
+        s1, s2, target, mask, gate_weight = random_dihedral(
+            crop([t.s1, t.cloudy, t.target, cloud_mask_of(t), trusted], row, col, size), rng)
+        return {"s2": s2, "s1": s1, "target": target, "clear": 1.0 - mask,
+                "gate_weight": gate_weight, "image_weight": self.image_weight}
 
 
 # Coverages of the fixed simulated selection scenes: every held-out pair is shown under each.
@@ -89,8 +97,10 @@ def as_clear_pair(triplet) -> ClearPair:
 
 class MixedDataset(Dataset):
     """`length` random examples per epoch from weighted sources; items are dicts of float32
-    tensors `s2` (13×S×S), `s1` (2×S×S), `target` (13×S×S) and `clear` (S×S, the gate's
-    target: 1 = clear sky, 0 = to be restored)."""
+    tensors `s2` (13×S×S), `s1` (2×S×S), `target` (13×S×S), `clear` (S×S, the gate's
+    target: 1 = clear sky, 0 = to be restored), `gate_weight` (S×S: 1 where that target is
+    trusted, 0 where the gate term should ignore it) and `image_weight` (a scalar: 1, or 0 for
+    a gate-only example)."""
 
     def __init__(self, sources, weights, crop_size: int, length: int, seed: int = 0):
         if len(sources) != len(weights) or not sources or min(weights) < 0 or sum(weights) <= 0:

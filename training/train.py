@@ -30,7 +30,8 @@ DEFAULTS = {
                                             "bigearthnet"],
              "packed": "sen12mscr/packed", "holdout_packed": [], "selection_packed": [],
              "selection_pairs": [], "validation_folders": ["sen12mscr"],
-             "synthetic_weight": 1.0, "real_weight": 0.0, "pair_weights": {},
+             "synthetic_weight": 1.0, "real_weight": 0.0, "optical_pairs_weight": 0.0,
+             "pair_weights": {},
              "clouds_over_packed_targets": True, "cloud_kind": "mixed"},
     "loss": {}, "loss_step_offset": 0,
     "crop": 128, "batch": 4, "steps": 1000, "lr": 3e-4, "weight_decay": 0.0,
@@ -109,6 +110,7 @@ def build_data(config: dict):
     from .dataset import (MixedDataset, RealTriplets, SyntheticClouds, as_clear_pair,
                           simulated_triplets)
     from .evaluate import load_triplets
+    from .optical_pairs import PAIRS_FOLDER, SERIES_FOLDER, load_optical_pairs
     from .packed import find_packed, read_packed
     from .pairs import load_clear_pairs
 
@@ -165,6 +167,14 @@ def build_data(config: dict):
     if data["real_weight"] > 0:
         sources.append(RealTriplets(train_real))
         weights.append(data["real_weight"])
+    if data["optical_pairs_weight"] > 0:
+        # real clouds without S1: gate-only examples (training/optical_pairs.py)
+        optical = load_optical_pairs(root)
+        if not optical:
+            raise UserError(f"data.optical_pairs_weight is set but {root} holds no cloudy/clear "
+                            f"S2 pairs ({PAIRS_FOLDER}, {SERIES_FOLDER}); set it to 0.")
+        sources.append(RealTriplets(optical, image_weight=0.0))
+        weights.append(data["optical_pairs_weight"])
     if not sources:
         raise UserError("The config trains on nothing; give data.synthetic_weight or "
                         "data.real_weight a positive value.")
@@ -393,11 +403,12 @@ class TrainingRun:
         """One optimiser step; returns the loss terms as floats."""
         import torch
 
-        s2, s1, target, clear = (batch[k].to(self.dist.device)
-                                 for k in ("s2", "s1", "target", "clear"))
+        s2, s1, target, clear, image_weight, gate_weight = (
+            batch[k].to(self.dist.device)
+            for k in ("s2", "s1", "target", "clear", "image_weight", "gate_weight"))
         output = self.network(s2, s1)
         total, terms = self.loss(output, target, s2, self.step + self.config["loss_step_offset"],
-                                 clear)
+                                 clear, image_weight, gate_weight)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),

@@ -20,6 +20,8 @@ class Triplet:
     target: np.ndarray            # 13×H×W float32, the cloud-free reference
     cloud_mask: Optional[np.ndarray] = None   # H×W bool, True = cloud; None when unknown
     regions: Optional[np.ndarray] = None      # H×W clear/thin/thick codes where known exactly
+    gate_weight: Optional[np.ndarray] = None  # H×W float32: 1 where the mask is trusted, 0 where
+                                              # not (training.optical_pairs); None: trusted
 
 
 @dataclass
