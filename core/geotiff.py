@@ -2,7 +2,7 @@
 Cloud-Optimized GeoTIFFs with internal overviews that QGIS shows at any zoom at once.
 
 Both images grow window by window in hidden temporary files beside their targets (same folder,
-so the final rename is atomic on every file system), quickly compressed, with their overview
+so the final rename is atomic on every file system), uncompressed, with their overview
 levels averaged from each window as it is written (nodata ignored), so no pass over the whole
 image is needed for them. Once both are complete, GDAL's COG driver copies each, with those
 overviews, into its final layout (overviews before the full resolution, all headers first) and
@@ -11,6 +11,7 @@ temporary files: users never find a half-written image that looks finished.
 """
 import math
 import os
+import shutil
 import struct
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -38,13 +39,13 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
                "uint32": "UInt32", "int32": "Int32", "float32": "Float32", "float64": "Float64"}
 
 
-def _stream_options(dtype) -> dict:
-    """The temporary files, read once by the COG copy: ZSTD level 1 compresses and decompresses
-    S2 several times faster than DEFLATE at the same size, so they cost little time and disk
-    (a GDAL without ZSTD writes them uncompressed, which works the same)."""
-    predictor = 3 if np.dtype(dtype).kind == "f" else 2
-    return {"tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK, "compress": "zstd",
-            "zstd_level": 1, "predictor": predictor, "BIGTIFF": "IF_SAFER"}
+# The temporary files, written once block by block and read once by the COG copy, are left
+# uncompressed: compressing them (ZSTD level 1 with a predictor) cost the writer thread CPU that
+# inference needed on a small machine, and the copy the time to decompress; a 4 MP run took
+# 12-13 s instead of 13-16 s without it (2 cores). The price is disk: the temporaries take the
+# raw size (3.6 GB for a full S2 tile, beside the 1.3 GB final files) until the copy ends.
+_STREAM_OPTIONS = {"tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK,
+                   "BIGTIFF": "IF_SAFER"}
 
 
 def overview_factors(height: int, width: int) -> list:
@@ -63,6 +64,34 @@ def _create(temp: Path, target: Path, profile: dict):
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"Cannot write {target} ({reason}); choose an output folder you can "
                         f"write to.") from None
+
+
+# Disk a run needs, as a multiple of its outputs' raw size: the uncompressed temporaries (1),
+# their overview levels (1/3) and the compressed final files (at most about 2/3 of raw for S2,
+# less for the gate), which exist beside the temporaries until the commit.
+DISK_NEED_FACTOR = 2.0
+
+
+def check_free_space(folder: Path, raw_bytes: int) -> None:
+    """Refuse, before anything is written, a run whose files cannot fit in `folder`."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:   # the folder's own checks report a missing or unwritable folder
+        return
+    need = int(raw_bytes * DISK_NEED_FACTOR)
+    if free < need:
+        raise UserError(f"The output folder {folder} has {_amount(free)} free but this run "
+                        f"needs about {_amount(need)} while it writes; free some space or "
+                        f"choose another folder (or a smaller area).")
+
+
+def _amount(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+# What a write, close or copy that runs out of disk raises: rasterio reports some of GDAL's
+# failed block writes as a bare SystemError ("Unknown GDAL Error").
+_WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError, SystemError)
 
 
 def _incomplete(target: Path) -> UserError:
@@ -280,8 +309,8 @@ class OutputPair:
         grid = dict(driver="GTiff", crs=crs, transform=transform, width=width, height=height)
         self._profiles = (
             dict(grid, count=bands, dtype=np.dtype(dtype).name, nodata=restored_nodata,
-                 **_stream_options(dtype)),
-            dict(grid, count=1, dtype="float32", nodata=np.nan, **_stream_options(np.float32)),
+                 **_STREAM_OPTIONS),
+            dict(grid, count=1, dtype="float32", nodata=np.nan, **_STREAM_OPTIONS),
         )
         self._descriptions = (list(band_names) if band_names else None, [gate_description])
         integer = np.dtype(dtype).kind in "iu"
@@ -297,8 +326,15 @@ class OutputPair:
     def __enter__(self):
         # Leftovers of runs that were killed (SIGKILL, a QGIS crash) before they could clean up.
         self.stale_removed = []
-        for folder in dict.fromkeys(target.parent for target in self.targets):
+        folders = {}
+        for target, profile in zip(self.targets, self._profiles):
+            raw = profile["width"] * profile["height"] * profile["count"] * \
+                np.dtype(profile["dtype"]).itemsize
+            folders[target.parent] = folders.get(target.parent, 0) + raw
+        for folder in folders:
             self.stale_removed += remove_stale_partials(folder)
+        for folder, raw in folders.items():
+            check_free_space(folder, raw)
         try:
             for target, profile in zip(self.targets, self._profiles):
                 self._temps.append(partial_path(target))
@@ -324,8 +360,11 @@ class OutputPair:
         float32, NaN where the pixel is invalid (nodata in the restored image too)."""
         restored_ds, gate_ds = self._datasets
         gate = gate.astype(np.float32, copy=False)
-        restored_ds.write(restored, window=window)
-        gate_ds.write(gate, window=window)
+        try:
+            restored_ds.write(restored, window=window)
+            gate_ds.write(gate, window=window)
+        except _WRITE_ERRORS:   # a full disk or a file size limit
+            raise _incomplete(self.targets[0]) from None
         valid = np.isfinite(gate[0])
         self._pyramids[0].add(window, restored, valid)
         self._pyramids[1].add(window, gate, valid)
@@ -340,7 +379,7 @@ class OutputPair:
                    self._profiles[0]["nodata"], float("nan"))
         try:
             self._close()
-        except (RasterioError, CPLE_BaseError, OSError):   # the last blocks did not fit
+        except _WRITE_ERRORS:   # the last blocks did not fit
             raise _incomplete(self.targets[0]) from None
         finals = []
         for temp, target, profile, pyramid, names, nodata in zip(
@@ -379,7 +418,7 @@ class OutputPair:
         self._scratch += [Path(f"{final}.ovr.tmp"), Path(f"{final}.aux.xml")]
         try:
             rasterio.shutil.copy(source, str(final), driver="COG", **options)
-        except (RasterioError, CPLE_BaseError, OSError):   # e.g. a temporary file cut short
+        except _WRITE_ERRORS:   # e.g. a temporary file cut short
             raise _incomplete(target) from None
         _check_complete(final, target)
 

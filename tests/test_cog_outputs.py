@@ -126,3 +126,32 @@ def test_a_file_cut_short_is_not_committed(restored, tmp_path):
     with pytest.raises(UserError, match="did not complete"):
         geotiff._check_complete(cut, tmp_path / "target.tif")
     geotiff._check_complete(result.out_path, tmp_path / "target.tif")   # the whole file passes
+
+
+def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """Uncompressed temporaries need room: a folder without it is refused in one sentence, and
+    nothing is left behind; with room enough the same pair is written."""
+    real_usage = geotiff.shutil.disk_usage
+    pair_args = dict(crs="EPSG:32631", transform=from_origin(600000, 5000000, 10, 10),
+                     width=1000, height=1000, dtype="uint16", bands=13)
+    raw = 1000 * 1000 * (13 * 2 + 4)            # restored uint16 + gate float32
+
+    def usage_with(free):
+        def usage(path):
+            return real_usage(path)._replace(free=free)
+        return usage
+
+    need = int(raw * geotiff.DISK_NEED_FACTOR)
+    for free, message in ((need // 2, r"has 30 MB free but this run needs about 60 MB"),
+                          (need - 1, "free some space or choose another folder")):
+        monkeypatch.setattr(geotiff.shutil, "disk_usage", usage_with(free))
+        with pytest.raises(UserError, match=message):
+            with OutputPair(tmp_path / "o.tif", tmp_path / "g.tif", **pair_args):
+                pass
+        assert files_in(tmp_path) == set()
+    monkeypatch.setattr(geotiff.shutil, "disk_usage", usage_with(need))
+    with OutputPair(tmp_path / "o.tif", tmp_path / "g.tif", **pair_args) as pair:
+        pair.write(Window(0, 0, 1000, 1000), georasters.s2_dn(1000, 1000, low=1),
+                   np.ones((1, 1000, 1000), np.float32))
+        pair.commit()
+    assert files_in(tmp_path) == {"o.tif", "g.tif"}
