@@ -3,7 +3,8 @@
 1. Sample up to MAX_CELLS cells of CELL² px, on a grid of half-cell steps over the area
    (seeded), read them through the engine's own reader (`core.engine.open_scene`: the same
    normalisation, offset and S1 reprojection), and run the global network on them. Pixels whose
-   gate is at least CLEAR_GATE, eroded by MARGIN px (cloud edges and the thin haze around them
+   gate is at least the model's keep-clear level (CLEAR_GATE unless its spec sets one), eroded
+   by MARGIN px (cloud edges and the thin haze around them
    must not count as ground), are clear.
 2. Cells at least MIN_CELL_CLEAR clear are the scene's training data. Their target is the
    observation where clear and the global network's own restoration elsewhere, so no real cloud
@@ -122,7 +123,7 @@ class SceneCells:
     clear_fraction: float
 
 
-def clear_cells(network, view, rng, torch) -> Optional[SceneCells]:
+def clear_cells(network, view, rng, torch, clear_gate: float = CLEAR_GATE) -> Optional[SceneCells]:
     origins = _cells(view, rng)
     if not origins:
         return None
@@ -131,7 +132,7 @@ def clear_cells(network, view, rng, torch) -> Optional[SceneCells]:
     s1 = np.stack([r[1] for r in reads]).astype(np.float32)
     valid = np.stack([r[2] for r in reads])
     restored, gate = _run_global(network.eval(), s2, s1, torch)
-    not_clear = torch.from_numpy(((gate < CLEAR_GATE) | ~valid).astype(np.float32))[:, None]
+    not_clear = torch.from_numpy(((gate < clear_gate) | ~valid).astype(np.float32))[:, None]
     grown = torch.nn.functional.max_pool2d(not_clear, 2 * MARGIN + 1, stride=1, padding=MARGIN)
     clear = grown[:, 0].numpy() == 0
     fraction = float(clear[valid].mean()) if valid.any() else 0.0
@@ -219,7 +220,7 @@ def adapt_to_scene(request, out_path: Path, progress, is_cancelled) -> Adaptatio
     network, spec_raw, spec = _torch_network(request)
     progress(0.0, "adaptation: finding the scene's clear pixels")
     with open_scene(request) as view:
-        cells = clear_cells(network, view, rng, torch)
+        cells = clear_cells(network, view, rng, torch, spec.keep_full)
     clear_fraction = cells.clear_fraction if cells is not None else 0.0
     train, held = _split(cells.origins, rng) if cells is not None and len(cells.origins) \
         else ([], [])

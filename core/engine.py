@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from .backends import available_cores, create_backend
 from .errors import UserError
 from .geotiff import OutputPair
-from .keep_clear import keep_clear, keep_weight
+from .keep_clear import KEEP_FULL, KEEP_NONE, keep_clear, keep_weight
 from .grid import S1OnS2Grid, open_raster, output_window, require_georeferencing, valid_samples
 from .model_spec import load_spec, resolve_model
 from .sensors import (check_s1_bands, check_s2_bands, denormalise_s2, invalid_s2_pixels,
@@ -173,6 +173,7 @@ class _Scene:
     s2_scale: float
     s1_db_range: tuple
     raw_network: bool = False
+    keep_levels: tuple = (KEEP_NONE, KEEP_FULL)   # the model's (core.model_spec)
 
     def read_original(self, window: Window) -> np.ndarray:
         """The S2 DN of `window` (relative to the output) as stored, for keeping clear pixels."""
@@ -256,7 +257,7 @@ def _block_outputs(scene: _Scene, blended: np.ndarray, valid: np.ndarray,
     nodata = scene.s2.nodata if nodata == "unset" else nodata
     out = np.empty(blended[:-1].shape, dtype)
     gate = np.clip(blended[-1:], 0, 1)
-    weight = None if original is None else keep_weight(gate[0])
+    weight = None if original is None else keep_weight(gate[0], *scene.keep_levels)
     subsets = None
     if weight is not None and (dtype.kind in "iu" or dtype == np.float32):
         # keep_clear leaves a pixel of weight 0 as restored and takes one of weight 1 from the
@@ -314,7 +315,7 @@ def _open_scene(request: RemovalRequest, spec, stack: ExitStack, messages: list,
     if s1_linear:
         messages.append("The S1 image looks like linear power; converted it to dB.")
     return _Scene(s2, s1_grid, window, offset, s1_linear, spec.s2_scale, spec.s1_db_range,
-                  request.raw_network)
+                  request.raw_network, (spec.keep_none, spec.keep_full))
 
 
 @contextmanager

@@ -41,9 +41,10 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
 
 # The temporary files, written once block by block and read once by the COG copy, are left
 # uncompressed: compressing them (ZSTD level 1 with a predictor) cost the writer thread CPU that
-# inference needed on a small machine, and the copy the time to decompress; a 4 MP run took
-# 12-13 s instead of 13-16 s without it (2 cores). The price is disk: the temporaries take the
-# raw size (3.6 GB for a full S2 tile, beside the 1.3 GB final files) until the copy ends.
+# inference needed on a small machine, and the copy the time to decompress (a 4 MP run: 13.3 s
+# instead of 16.5 s, with the 16 MB mmap threshold, 2 cores; docs/BENCHMARK.md). The price is
+# disk: the temporaries take the raw size (3.6 GB for a full S2 tile, beside the 1.3 GB final
+# files) until the copy ends, which check_free_space makes sure of before anything is written.
 _STREAM_OPTIONS = {"tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK,
                    "BIGTIFF": "IF_SAFER"}
 

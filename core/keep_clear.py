@@ -3,8 +3,11 @@
 Where the gate says clear sky (at or above KEEP_FULL) the engine writes the input pixel unchanged,
 bit for bit; where it says cloud (at or below KEEP_NONE) it writes the network's restoration; in
 between the two are mixed with a smoothstep weight, so the transition band has no visible edge.
-The gate is a calibrated clear-sky confidence (trained against cloud masks), so these are
-confidence levels, not tuning knobs: a pixel 90 % sure to be clear is kept.
+The gate is a clear-sky detector trained against cloud masks, and each model's gate has its own
+confidence scale: a model's spec may carry its own levels (`keep_clear` in core.model_spec,
+chosen on the selection scenes so that as large a share of their clear pixels is kept, as
+purely, as these defaults kept for the models they were chosen on; docs/EVALUATION.md); these
+are the defaults.
 
 The same function serves the engine (on DN, band by band) and training's validation (on the
 [0, 1] scale), so the checkpoint is chosen on what users get.
@@ -15,10 +18,10 @@ KEEP_FULL = 0.9
 KEEP_NONE = 0.8
 
 
-def keep_weight(gate: np.ndarray) -> np.ndarray:
-    """The input pixel's share of the output for a gate value: 1 at or above KEEP_FULL, 0 at or
-    below KEEP_NONE, smoothstep in between. NaN (no data) gives 0."""
-    t = np.clip((np.nan_to_num(gate, nan=0.0) - KEEP_NONE) / (KEEP_FULL - KEEP_NONE), 0.0, 1.0)
+def keep_weight(gate: np.ndarray, none: float = KEEP_NONE, full: float = KEEP_FULL) -> np.ndarray:
+    """The input pixel's share of the output for a gate value: 1 at or above `full`, 0 at or
+    below `none`, smoothstep in between. NaN (no data) gives 0."""
+    t = np.clip((np.nan_to_num(gate, nan=0.0) - none) / (full - none), 0.0, 1.0)
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 

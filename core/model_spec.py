@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
+from .keep_clear import KEEP_FULL, KEEP_NONE
 from .onnx_metadata import NotOnnx, read_metadata
 from .runtime_packages import require_package
 
@@ -32,9 +33,13 @@ _FIX_HINT = "use a model made by the `train` and `export` commands of SAR Cloud 
 
 
 def make_spec(name: str, version: str, architecture: str, config: dict, tile_size: int = 256,
-              overlap: int = 32, size_multiple: int = 8) -> dict:
-    """The spec of a model trained on the SEN12MS-CR conventions, as stored in its files."""
-    return {
+              overlap: int = 32, size_multiple: int = 8, keep_clear=None) -> dict:
+    """The spec of a model trained on the SEN12MS-CR conventions, as stored in its files.
+
+    `keep_clear` is (none, full): the gate levels at which the engine starts and ends keeping
+    the input pixel (core.keep_clear); None leaves them out, and the engine's defaults apply.
+    """
+    spec = {
         "format": SPEC_FORMAT, "name": name, "version": version, "architecture": architecture,
         "s2_bands": list(S2_BANDS), "s1_bands": list(S1_BANDS),
         "s2_scale": 10000, "s1_db_range": [-25, 0],
@@ -43,6 +48,9 @@ def make_spec(name: str, version: str, architecture: str, config: dict, tile_siz
         "outputs": {role: role for role in OUTPUT_ROLES},
         "config": dict(config),
     }
+    if keep_clear is not None:
+        spec["keep_clear"] = {"none": float(keep_clear[0]), "full": float(keep_clear[1])}
+    return spec
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,10 @@ class ModelSpec:
     inputs: dict    # role ("s2", "s1") -> tensor name in the model
     outputs: dict   # role ("restored", "gate") -> tensor name in the model
     raw: dict
+    # Keep-clear levels of this model's gate (core.keep_clear): a gate is a detector whose
+    # confidence scale is its own, so the level at which its "clear" is trusted is too.
+    keep_none: float = KEEP_NONE
+    keep_full: float = KEEP_FULL
 
 
 def _is_int(value) -> bool:
@@ -132,6 +144,7 @@ def validate_spec(raw: dict, source: str) -> ModelSpec:
     if not isinstance(raw["config"], dict):
         raise UserError(f"The model spec in {source} needs 'config' as a JSON object; "
                         f"{_FIX_HINT}.")
+    keep_none, keep_full = _keep_levels(raw, source)
     return ModelSpec(
         name=raw["name"], version=raw["version"], architecture=raw["architecture"],
         tile_size=tile, overlap=overlap, size_multiple=multiple,
@@ -139,7 +152,20 @@ def validate_spec(raw: dict, source: str) -> ModelSpec:
         s2_scale=raw["s2_scale"], s1_db_range=tuple(db_range), config=dict(raw["config"]),
         inputs=_check_names(raw, "inputs", INPUT_ROLES, source),
         outputs=_check_names(raw, "outputs", OUTPUT_ROLES, source),
-        raw=raw)
+        raw=raw, keep_none=keep_none, keep_full=keep_full)
+
+
+def _keep_levels(raw: dict, source: str) -> tuple:
+    """(none, full) from the optional 'keep_clear' entry; the engine's defaults without one."""
+    if "keep_clear" not in raw:
+        return KEEP_NONE, KEEP_FULL
+    levels = raw["keep_clear"]
+    if not (isinstance(levels, dict) and set(levels) == {"none", "full"}
+            and all(map(_is_number, levels.values()))
+            and 0.0 < levels["none"] < levels["full"] <= 1.0):
+        raise UserError(f"The model spec in {source} needs 'keep_clear' as {{\"none\": a, "
+                        f"\"full\": b}} with 0 < a < b <= 1; {_FIX_HINT}.")
+    return float(levels["none"]), float(levels["full"])
 
 
 @dataclass

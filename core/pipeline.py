@@ -40,8 +40,9 @@ OVERLAP = True
 # (up to 32 MB), after which the engine's block-sized arrays (60 MB of sums, strips of tiles)
 # come from heaps that fragment across threads and grow with the number of blocks: peak memory
 # then creeps up with the scene instead of staying flat. Tile-sized arrays (13 bands of a
-# 512 px tile: 13.6 MB) stay below it and are reused from the heap: at 64 KB every one of them
-# was faulted in page by page, and a 4 MP run took 16.2 s instead of 13.3 s (2 cores, AVX2).
+# 512 px tile: 13.6 MB) stay below it and are reused from the heap; at 64 KB every one of them
+# was faulted in page by page (with uncompressed temporaries a 4 MP run took 15.6 s at 64 KB and
+# 13.3 s at 16 MB on 2 cores; docs/BENCHMARK.md).
 MMAP_THRESHOLD = 16 << 20
 _heap_bounded = False
 
@@ -211,8 +212,9 @@ def _read_jobs(blocks, tile: int, with_originals: bool):
 class _BatchBuffers:
     """The network's input batches, stacked into arrays kept from one batch to the next.
 
-    Every batch has the same shape (but perhaps the last), and a fresh array per batch would be
-    handed back to the OS and faulted in again page by page (MMAP_THRESHOLD). Refilling is
+    Every batch has the same shape (but perhaps the last); a fresh array per batch is one more
+    allocation, and a batch above MMAP_THRESHOLD (four 512 px tiles: 55 MB) would be handed back
+    to the OS and faulted in again page by page. Refilling is
     safe: every output of a batch is blended or copied into the TileStore before the next batch
     is stacked, so even an output that shares its input's memory (a torch network that passes a
     band through) is used up first.

@@ -146,6 +146,21 @@ def add_arguments(parser) -> None:
                                                       "checkpoint's, or 256)")
     parser.add_argument("--overlap", type=int, help="engine tile overlap (default: the "
                                                     "checkpoint's, or 32)")
+    parser.add_argument("--keep-clear", metavar="NONE,FULL",
+                        help="gate levels at which the engine starts and ends keeping the input "
+                             "pixel, e.g. 0.65,0.75 (default: the checkpoint's, or the engine's "
+                             "0.8,0.9)")
+
+
+def _parse_keep_clear(text: str) -> tuple:
+    try:
+        none, full = (float(v) for v in text.split(","))
+    except ValueError:
+        none = full = None
+    if none is None or not 0.0 < none < full <= 1.0:
+        raise UserError(f"--keep-clear must be two gate levels NONE,FULL with 0 < NONE < FULL "
+                        f"<= 1, such as 0.65,0.75, not {text!r}.")
+    return none, full
 
 
 def _parse_config(text: str) -> dict:
@@ -157,6 +172,14 @@ def _parse_config(text: str) -> dict:
         raise UserError(f"--config must be a JSON object such as '{{\"width\": 24}}', "
                         f"not {text!r}.")
     return config
+
+
+def _keep_clear_of(args, stored: dict):
+    """--keep-clear, else the stored spec's levels, else None (the engine's defaults)."""
+    if args.keep_clear:
+        return _parse_keep_clear(args.keep_clear)
+    stored_levels = stored.get("keep_clear")
+    return None if stored_levels is None else (stored_levels["none"], stored_levels["full"])
 
 
 def run(args) -> int:
@@ -180,7 +203,8 @@ def run(args) -> int:
                      stored["architecture"], stored["config"],
                      tile_size=stored["tile_size"] if args.tile_size is None else args.tile_size,
                      overlap=stored["overlap"] if args.overlap is None else args.overlap,
-                     size_multiple=stored["size_multiple"])
+                     size_multiple=stored["size_multiple"],
+                     keep_clear=_keep_clear_of(args, stored))
     export_onnx(network, spec, out)
     written = [out]
     if not args.onnx_only:

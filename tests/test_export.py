@@ -147,6 +147,14 @@ def test_export_command_renames_and_retiles_a_checkpoint(tmp_path, cli):
     assert spec.config == config
     saved = read_checkpoint(tmp_path / "mine.pt")["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in network.state_dict().items())
+    # keep-clear levels: set by --keep-clear, then carried by a re-export that does not name them
+    result = cli("export", "--checkpoint", tmp_path / "mine.pt", "--out", tmp_path / "k.onnx",
+                 "--keep-clear", "0.65,0.75")
+    assert result.returncode == 0, result.stderr
+    result = cli("export", "--checkpoint", tmp_path / "k.pt", "--out", tmp_path / "again.onnx")
+    assert result.returncode == 0, result.stderr
+    spec = load_spec(resolve_model(tmp_path / "again.onnx"))
+    assert (spec.keep_none, spec.keep_full, spec.tile_size) == (0.65, 0.75, 512)
 
 
 def test_export_command_changes_a_setting_that_changes_no_weight_and_refuses_others(tmp_path,
@@ -184,6 +192,8 @@ def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, c
     (["--untrained", "ibhfn", "--tile-size", "100"], "not a multiple of its size_multiple 8"),
     (["--untrained", "ibhfn", "--config", "[4]"], "--config must be a JSON object"),
     (["--untrained", "ibhfn", "--config", '{"colour": 1}'], "no setting colour"),
+    (["--untrained", "ibhfn", "--keep-clear", "0.9,0.8"], "--keep-clear must be two gate levels"),
+    (["--untrained", "ibhfn", "--keep-clear", "0.9"], "--keep-clear must be two gate levels"),
 ])
 def test_export_command_refuses_bad_input_in_one_line_and_writes_nothing(
         arguments, message, tmp_path, capsys, monkeypatch):

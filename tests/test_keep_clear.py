@@ -41,9 +41,10 @@ def test_keep_clear_copies_the_original_bit_for_bit_where_the_weight_is_one():
     assert np.abs(out[:, 10:15] - mixed).max() <= 1
 
 
-def _restore(tmp_path, gate_value, raw_network=False):
+def _restore(tmp_path, gate_value, raw_network=False, keep_clear=None):
     s2, s1 = georasters.pair(tmp_path, rows=120, cols=100)
-    model = tiny_models.shifted_onnx(tmp_path / "shifted.onnx", gate_value, SHIFT_DN / 10000)
+    model = tiny_models.shifted_onnx(tmp_path / "shifted.onnx", gate_value, SHIFT_DN / 10000,
+                                     keep_clear=keep_clear)
     out = tmp_path / "out.tif"
     result = remove_clouds(RemovalRequest(str(s2), str(s1), str(out), model=str(model),
                                           raw_network=raw_network))
@@ -59,6 +60,25 @@ def test_engine_keeps_clear_pixels_and_restores_cloudy_ones(tmp_path, gate_value
         assert np.array_equal(out, original)
     else:
         assert np.abs(out - (original + SHIFT_DN)).max() <= 1
+
+
+@pytest.mark.parametrize("gate_value, kept", [(0.75, True), (0.7, "half"), (0.65, False)])
+def test_a_model_spec_sets_its_own_keep_clear_levels(tmp_path, gate_value, kept):
+    """A gate of 0.75 is below the default levels (restored there) but kept at a model's own
+    levels of 0.65/0.75; the transition band moves with them."""
+    original, out, _ = _restore(tmp_path, gate_value, keep_clear=(0.65, 0.75))
+    if kept is True:
+        assert np.array_equal(out, original)
+    elif kept == "half":
+        assert np.abs(out - (original + SHIFT_DN // 2)).max() <= 1
+    else:
+        assert np.abs(out - (original + SHIFT_DN)).max() <= 1
+
+
+def test_without_levels_of_its_own_the_same_gate_is_restored(tmp_path):
+    assert 0.75 < KEEP_NONE
+    original, out, _ = _restore(tmp_path, 0.75)
+    assert np.abs(out - (original + SHIFT_DN)).max() <= 1
 
 
 def test_in_the_transition_band_the_output_lies_between_input_and_restoration(tmp_path):

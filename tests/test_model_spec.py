@@ -50,6 +50,17 @@ def test_make_spec_validates_to_the_values_given():
     assert json.loads(json.dumps(spec.raw)) == spec.raw
 
 
+def test_keep_clear_levels_default_to_the_engine_s_and_travel_in_the_spec():
+    from sar_cloud_removal.core.keep_clear import KEEP_FULL, KEEP_NONE
+
+    plain = validate_spec(spec_with(), "m")
+    assert (plain.keep_none, plain.keep_full) == (KEEP_NONE, KEEP_FULL)
+    raw = make_spec("tiny", "1.0.0", "identity", {}, tile_size=64, overlap=16,
+                    keep_clear=(0.65, 0.75))
+    own = validate_spec(json.loads(json.dumps(raw)), "m")
+    assert (own.keep_none, own.keep_full) == (0.65, 0.75)
+
+
 def test_overlap_just_under_half_the_tile_is_accepted():
     assert validate_spec(spec_with(tile_size=64, overlap=31, size_multiple=1), "m").overlap == 31
 
@@ -76,6 +87,9 @@ def test_overlap_just_under_half_the_tile_is_accepted():
     (spec_with(inputs={"s2": "s2"}), "map 'inputs' s2 and s1"),
     (spec_with(outputs={"restored": "restored", "gate": 3}), "map 'outputs' restored and gate"),
     (spec_with(config=[]), "'config' as a JSON object"),
+    (spec_with(keep_clear={"none": 0.9, "full": 0.8}), "with 0 < a < b <= 1"),
+    (spec_with(keep_clear={"full": 0.8}), "'keep_clear' as"),
+    (spec_with(keep_clear=[0.6, 0.7]), "'keep_clear' as"),
 ])
 def test_invalid_specs_are_refused_in_one_sentence_naming_the_file(raw, fragment):
     with pytest.raises(UserError, match=re.escape(fragment)) as caught:

@@ -94,10 +94,12 @@ def test_block_outputs_keep_clear_pixels_exactly_as_keep_clear_does(dtype, nodat
     blended[-1] = rng.choice([0.0, 0.3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0], (60, 70))
     original = (rng.random((13, 60, 70)) * 9000 + 1).astype(dtype)
     valid = rng.random((60, 70)) > 0.05
-    scene = SimpleNamespace(offset=0, s2_scale=10000)
+    # a model's own levels (0.7/0.8): the gate's 0.75 lies in the mixed band, 0.9 and up is kept
+    scene = SimpleNamespace(offset=0, s2_scale=10000, keep_levels=(0.7, 0.8))
     out, gate = engine._block_outputs(scene, blended.copy(), valid, original, dtype=dtype,
                                       nodata=nodata)
-    weight = keep_weight(np.clip(blended[-1], 0, 1))
+    weight = keep_weight(np.clip(blended[-1], 0, 1), 0.7, 0.8)
+    assert ((weight > 0) & (weight < 1)).any() and (weight == 1).any()
     want = np.stack([keep_clear(denormalise_s2(b, 0, dtype, 10000), o, weight)
                      for b, o in zip(blended[:-1], original)])
     if nodata is not None:

@@ -68,11 +68,15 @@ def constant_gate_onnx(path, value: float, tile_size=64, overlap=16, size_multip
                       tiny_spec(tile_size, overlap, size_multiple))
 
 
-def shifted_onnx(path, gate_value: float, shift: float, tile_size=64, overlap=16) -> Path:
+def shifted_onnx(path, gate_value: float, shift: float, tile_size=64, overlap=16,
+                 keep_clear=None) -> Path:
     """restored = s2 + `shift` (on the [0, 1] scale) with a constant gate: a model that alters
-    every pixel, to see which ones the engine keeps."""
-    return _save_onnx(_identity_graph(gate_value, shift=shift), path,
-                      tiny_spec(tile_size, overlap))
+    every pixel, to see which ones the engine keeps (at the spec's `keep_clear` levels, if
+    given)."""
+    spec = tiny_spec(tile_size, overlap)
+    if keep_clear is not None:
+        spec["keep_clear"] = {"none": keep_clear[0], "full": keep_clear[1]}
+    return _save_onnx(_identity_graph(gate_value, shift=shift), path, spec)
 
 
 def identity_onnx(path, tile_size=64, overlap=16, size_multiple=1) -> Path:

@@ -17,8 +17,8 @@ from ..core import metrics
 from .regions import CLEAR, triplet_regions
 from .train import build_data, load_config
 
-FULL_LEVELS = (0.8, 0.85, 0.9, 0.95)
-NONE_LEVELS = (0.5, 0.7, 0.8)
+FULL_LEVELS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+NONE_LEVELS = (0.5, 0.6, 0.65, 0.7, 0.8)
 
 
 def main(argv=None) -> int:
@@ -53,10 +53,9 @@ def _print_levels(shut: str, selection, outputs) -> None:
     for none, full in itertools.product(NONE_LEVELS, FULL_LEVELS):
         if none >= full:
             continue
-        kc.KEEP_NONE, kc.KEEP_FULL = none, full
         rows, kept, clear_total = [], 0, 0
         for t, (restored, gate) in zip(selection, outputs):
-            weight = kc.keep_weight(gate)
+            weight = kc.keep_weight(gate, none, full)
             result = kc.keep_clear(restored, t.cloudy, weight[None])
             rows.append(metrics.image_metrics(result, t.target))
             clear = triplet_regions(t) == CLEAR
