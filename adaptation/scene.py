@@ -3,9 +3,9 @@
 1. Sample up to MAX_CELLS cells of CELL² px, on a grid of half-cell steps over the area
    (seeded), read them through the engine's own reader (`core.engine.open_scene`: the same
    normalisation, offset and S1 reprojection), and run the global network on them. Pixels whose
-   gate is at least the model's keep-clear level (CLEAR_GATE unless its spec sets one), eroded
-   by MARGIN px (cloud edges and the thin haze around them
-   must not count as ground), are clear.
+   gate is at least the model's keep-clear level (`ModelSpec.keep_full`: the pixels the engine
+   keeps bit for bit as observation are the ones adaptation learns from), eroded by MARGIN px
+   (cloud edges and the thin haze around them must not count as ground), are clear.
 2. Cells at least MIN_CELL_CLEAR clear are the scene's training data. Their target is the
    observation where clear and the global network's own restoration elsewhere, so no real cloud
    is ever a target and the loss needs no mask; simulated clouds are laid on that target. A fifth
@@ -31,15 +31,10 @@ import numpy as np
 from ..core.engine import open_scene
 from ..core.pipeline import MMAP_THRESHOLD as ENGINE_MMAP_THRESHOLD, set_mmap_threshold
 from ..core.errors import Cancelled, UserError
-from ..core.keep_clear import KEEP_FULL
 from ..core.model_spec import load_spec, resolve_model
 
 CELL = 64
 MAX_CELLS = 384
-# The pixels the engine keeps bit for bit as observation are the ones adaptation learns from:
-# on the selection scenes 99 % of the pixels 3.x gives a gate of 0.9-0.95 are clear (0.95 was
-# 2.0.0's level; the masked network's gate is confident less often; docs/EVALUATION.md).
-CLEAR_GATE = KEEP_FULL
 MARGIN = 6
 MIN_CELL_CLEAR = 0.5
 MIN_AREA_CLEAR = 0.05
@@ -123,7 +118,7 @@ class SceneCells:
     clear_fraction: float
 
 
-def clear_cells(network, view, rng, torch, clear_gate: float = CLEAR_GATE) -> Optional[SceneCells]:
+def clear_cells(network, view, rng, torch, clear_gate: float) -> Optional[SceneCells]:
     origins = _cells(view, rng)
     if not origins:
         return None

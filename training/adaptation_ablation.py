@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..adaptation.ridge import box_mean, ridge_restore
-from ..adaptation.scene import CLEAR_GATE, MARGIN
+from ..adaptation.scene import MARGIN
 from ..core.keep_clear import keep_clear, keep_weight
+from ..core.model_spec import load_spec, resolve_model
 from .evaluate import json_safe, restore_through_engine, score_prediction, simulated_scenes
 from .packed import read_packed
 
@@ -24,14 +25,16 @@ SIMULATED_SOURCES = ("terramind", "sen1floods11")
 SHOWN = ("psnr", "ssim", "sam", "thick_psnr", "thick_ssim", "thick_sam")
 
 
-def ridge_arm(triplet, gate: np.ndarray) -> np.ndarray:
-    """The ridge baseline's output with clear pixels kept by the global run's gate."""
-    not_clear = (~np.isfinite(gate) | (np.nan_to_num(gate) < CLEAR_GATE)).astype(np.float32)
+def ridge_arm(triplet, gate: np.ndarray, keep_none: float, keep_full: float) -> np.ndarray:
+    """The ridge baseline's output with clear pixels kept by the global run's gate, at the
+    model's keep-clear levels, as the engine keeps them."""
+    not_clear = (~np.isfinite(gate) | (np.nan_to_num(gate) < keep_full)).astype(np.float32)
     clear = box_mean(not_clear, 2 * MARGIN + 1) == 0
     predicted = ridge_restore(triplet.cloudy, triplet.s1, clear)
     if predicted is None:
         return triplet.cloudy
-    return keep_clear(np.clip(predicted, 0, 1), triplet.cloudy, keep_weight(gate)[None])
+    return keep_clear(np.clip(predicted, 0, 1), triplet.cloudy,
+                      keep_weight(gate, keep_none, keep_full)[None])
 
 
 def scenes(data_root: Path, seed: int) -> list:
@@ -42,6 +45,7 @@ def scenes(data_root: Path, seed: int) -> list:
 
 def run_ablation(data_root: Path, model: str, seconds: float, threads: int, seed: int) -> list:
     rows = []
+    spec = load_spec(resolve_model(model))
     with tempfile.TemporaryDirectory(prefix="sar-cr-ablation-") as work:
         for index, (kind, triplet) in enumerate(scenes(data_root, seed)):
             folder = Path(work) / str(index)
@@ -51,7 +55,8 @@ def run_ablation(data_root: Path, model: str, seconds: float, threads: int, seed
                    "pixels": int(np.prod(triplet.target.shape[-2:])),
                    "global": score_prediction(triplet, restored, gate)["model"],
                    "input": score_prediction(triplet, triplet.cloudy, gate)["model"],
-                   "ridge": score_prediction(triplet, ridge_arm(triplet, gate), gate)["model"]}
+                   "ridge": score_prediction(triplet, ridge_arm(triplet, gate, spec.keep_none,
+                                                             spec.keep_full), gate)["model"]}
             started = time.perf_counter()
             restored, gate, result = restore_through_engine(
                 triplet, folder / "adapted", adapt=True, adapt_seconds=seconds, **common)

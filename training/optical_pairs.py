@@ -25,7 +25,7 @@ snow, a season apart), so only what the pair shows plainly is taught: cloud wher
 is brighter in the visible bands by at least `CLOUD_EXCESS`, clear where the two dates agree
 within `CLEAR_AGREEMENT`; every other pixel (darker on the cloudy date: shadow or changed
 ground; a little brighter: thin haze or change) gets gate weight 0. A pair whose reference is
-bright throughout (pairs.is_clear_enough: snow or cloud on the "clear" date) is left out, and
+bright throughout (pairs.is_clear_image: snow or cloud on the "clear" date) is left out, and
 so are the series' dates from November to March, when snow comes and goes between dates.
 
 None of these scenes is a report or selection scene of docs/EVALUATION.md (spring 140, summer 73
@@ -39,7 +39,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from .pairs import MAX_MEDIAN_B2
+from .pairs import is_clear_image
 from .regions import derived_cloud_mask, visible_excess
 from .triplet import Triplet, scale_s2_dn
 
@@ -52,7 +52,6 @@ MAX_SERIES_CLOUD = 0.95
 SNOW_MONTHS = (11, 12, 1, 2, 3)
 CLOUD_EXCESS = 0.06
 CLEAR_AGREEMENT = 0.015
-_B2 = 1
 _DATE = re.compile(r"ImgNo_(\d+)_(\d{4}-\d{2}-\d{2})")
 
 
@@ -72,10 +71,6 @@ def _gate_only(name: str, cloudy: np.ndarray, clear: np.ndarray) -> Triplet:
                    target=clear, cloud_mask=cloud, gate_weight=trusted.astype(np.float32))
 
 
-def _clear_reference(image: np.ndarray) -> bool:
-    return float(np.median(image[_B2])) <= MAX_MEDIAN_B2
-
-
 def read_s2_pairs(folder: Path) -> list:
     """The same-name pairs of `s2/` (cloud-free) and `s2_cloudy/` (the file names differ by
     `_s2_` against `_s2_cloudy_`)."""
@@ -84,7 +79,7 @@ def read_s2_pairs(folder: Path) -> list:
         cloudy_path = folder / "s2_cloudy" / clear_path.name.replace("_s2_", "_s2_cloudy_", 1)
         if cloudy_path.is_file():
             clear = _read_s2(clear_path)
-            if not _clear_reference(clear):
+            if not is_clear_image(clear):
                 continue
             triplets.append(_gate_only(f"s2_pairs/{clear_path.stem}", _read_s2(cloudy_path),
                                        clear))
@@ -116,9 +111,9 @@ def read_time_series(folder: Path) -> list:
             continue
         gaps = np.abs(days[clear_index] - days[index]).astype(int)
         reference = clear_index[int(np.argmin(gaps))]
-        triplet = _gate_only(f"series/{dated[index][1]}", stack[index], stack[reference])
         if derived_cloud_mask(stack[index], stack[reference]).mean() <= MAX_SERIES_CLOUD:
-            triplets.append(triplet)
+            triplets.append(_gate_only(f"series/{dated[index][1]}", stack[index],
+                                       stack[reference]))
     return triplets
 
 

@@ -188,9 +188,16 @@ SOURCES = {
 }
 
 
+def is_clear_image(s2: np.ndarray, valid=None) -> bool:
+    """False for an S2 image bright throughout (snow or cloud; over its `valid` pixels, all by
+    default), which makes a poor clear reference."""
+    b2 = s2[_B2] if valid is None else s2[_B2][valid]
+    return b2.size > 0 and float(np.median(b2)) <= MAX_MEDIAN_B2
+
+
 def is_clear_enough(pair: ClearPair) -> bool:
     """False for scenes bright throughout (snow or cloud), which make poor clear references."""
-    return bool(pair.valid.any()) and float(np.median(pair.s2[_B2][pair.valid])) <= MAX_MEDIAN_B2
+    return is_clear_image(pair.s2, pair.valid)
 
 
 def load_clear_pairs(data_root, sources=tuple(SOURCES)) -> list:
