@@ -34,7 +34,10 @@ A convolution's receptive field cannot reach across a large cloud; this tells th
 which colour the clear ground of the same date has. With `detached_gates` the gate learns from
 the mask term alone (the blend and the masking use it without gradient): it stays a cloud
 detector calibrated against the masks, instead of becoming a mixing weight that opens wherever
-the pass-through happens to lower the reconstruction loss.
+the pass-through happens to lower the reconstruction loss. With `gate_scales` the gate reads
+every optical level (MultiScaleGate) instead of the stem and a tile-wide pooled context
+(the paper's local–global gate): a per-pixel decision from a neighbourhood of growing size, so
+the clear ground of a mostly cloudy tile is no longer held down with the rest of the tile.
 """
 import torch
 import torch.nn.functional as F
@@ -162,6 +165,39 @@ class SceneContext(nn.Module):
         return self.mlp(torch.cat([colour, fraction, features], dim=1))
 
 
+class MultiScaleGate(nn.Module):
+    """g = sigmoid(local conv branch + Σ_l upsampled conv branch on optical level l).
+
+    Each optical level adds its own logit map, bilinear up to full resolution: the deeper levels
+    see far enough to tell a cloud from a bright roof, a beach or snow, and the gate stays a
+    per-pixel decision. LocalGlobalGate's pooled context instead shifts the whole tile at once:
+    a tile that is mostly cloud lowers the gate of its clear ground too (0.7 where the pixel is
+    plainly clear, on the selection scenes), and the gate of a pixel then depends on which
+    tile it falls in. The local branch keeps LocalGlobalGate's names and shapes, so a network
+    grown from one with that gate starts from its local branch; the level branches end in
+    zero-initialised convolutions and start silent.
+    """
+
+    def __init__(self, widths: list, hidden: int = 16):
+        super().__init__()
+        self.local = nn.Sequential(conv3x3(widths[0], widths[0]), nn.ReLU(inplace=True),
+                                   nn.Conv2d(widths[0], 1, 1))
+        self.scales = nn.ModuleList(
+            nn.Sequential(conv3x3(width, hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+            for width in widths[1:])
+        nn.init.constant_(self.local[-1].bias, _GATE_INIT_LOGIT)
+        for branch in self.scales:
+            nn.init.zeros_(branch[-1].weight)
+            nn.init.zeros_(branch[-1].bias)
+
+    def forward(self, levels: list) -> torch.Tensor:
+        logit = self.local(levels[0])
+        for index, (branch, level) in enumerate(zip(self.scales, levels[1:]), start=1):
+            logit = logit + F.interpolate(branch(level), scale_factor=float(2 ** index),
+                                          mode="bilinear", align_corners=False)
+        return torch.sigmoid(logit)
+
+
 def pooled_weights(weight: torch.Tensor, levels: int) -> list:
     """The weight map average-pooled to each of `levels` encoder levels (level l is 2^l
     coarser): fixed pooling factors, so the ONNX graph does not freeze the export's tile size."""
@@ -191,6 +227,8 @@ class IBHFN(nn.Module):
     mask_optical: gate from the optical encoder, masking the optical features (module docstring).
     scene_context: give the deepest level the clear pixels' statistics (needs mask_optical).
     detached_gates: train the gate by the mask term only.
+    gate_scales: with mask_optical, gate from every optical level (MultiScaleGate) instead of
+        the stem and a pooled tile-wide context (LocalGlobalGate).
     output_shut: the gate at or below which the output is the reconstruction alone (GATE_SHUT
         by default). It changes no weight and nothing the decoder sees, only the final blend, so
         it can be chosen after training on selection scenes: at cloud fringes the gate is in
@@ -204,7 +242,7 @@ class IBHFN(nn.Module):
                  downsamplings: int = 3, use_bottleneck: bool = True, use_gate: bool = True,
                  dirac_skip: bool = True, mask_optical: bool = False,
                  scene_context: bool = False, detached_gates: bool = False,
-                 output_shut: float = GATE_SHUT):
+                 output_shut: float = GATE_SHUT, gate_scales: bool = False):
         super().__init__()
         if min(width, sar_width, downsamplings) < 1 or depth < 0:
             raise ValueError("width, sar_width and downsamplings must be at least 1 and depth "
@@ -213,6 +251,8 @@ class IBHFN(nn.Module):
             raise ValueError("mask_optical and scene_context need the gate")
         if scene_context and not mask_optical:
             raise ValueError("scene_context needs mask_optical (it weights pixels by the gate)")
+        if gate_scales and not mask_optical:
+            raise ValueError("gate_scales needs mask_optical (it gates from the optical levels)")
         if not 0.0 <= output_shut < GATE_OPEN:
             raise ValueError(f"output_shut must be in [0, {GATE_OPEN})")
         widths = [width * 2 ** level for level in range(downsamplings + 1)]
@@ -230,7 +270,13 @@ class IBHFN(nn.Module):
                                        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]))
         self.decoder_blocks = nn.ModuleList(res_blocks(w, depth) for w in widths[-2::-1])
         self.reconstruction = conv3x3(widths[0], S2_CHANNELS)
-        self.gate = LocalGlobalGate(widths[0], widths[-1]) if use_gate else None
+        if not use_gate:
+            self.gate = None
+        elif gate_scales:
+            self.gate = MultiScaleGate(widths)
+        else:
+            self.gate = LocalGlobalGate(widths[0], widths[-1])
+        self.gate_scales = gate_scales
         self.mask_optical, self.detached_gates = mask_optical, detached_gates
         self.output_shut = output_shut
         self.scene_context = SceneContext(widths[-1]) if scene_context else None
@@ -245,7 +291,8 @@ class IBHFN(nn.Module):
         sar = self.sar_encoder(s1)
         gate = None
         if self.mask_optical:
-            gate = self.gate(optical[0], optical[-1])
+            gate = (self.gate(optical) if self.gate_scales
+                    else self.gate(optical[0], optical[-1]))
             clear = pooled_weights(blend_weight(gate.detach() if self.detached_gates else gate),
                                    len(optical))
             optical = [level * weight for level, weight in zip(optical, clear)]

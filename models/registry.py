@@ -66,13 +66,15 @@ def load_weights(network: nn.Module, state_dict: dict, source, architecture: str
     """Load strictly, explaining a mismatch in one sentence instead of torch's key listing.
 
     `fresh` names parameter prefixes that keep the network's own initialisation whatever the
-    checkpoint holds: modules added, or re-purposed, when a network is grown from an older one
-    (training's `init_fresh`). Nothing else may be missing.
+    checkpoint holds: modules added, re-purposed or removed when a network is grown from an
+    older one (training's `init_fresh`); the checkpoint's tensors under them are dropped.
+    Nothing else may be missing or left over.
     """
     expected = network.state_dict()
     if fresh:
-        kept = {key: tensor for key, tensor in expected.items() if key.startswith(tuple(fresh))}
-        state_dict = {**{k: v for k, v in state_dict.items() if k not in kept}, **kept}
+        fresh = tuple(fresh)
+        kept = {key: tensor for key, tensor in expected.items() if key.startswith(fresh)}
+        state_dict = {**{k: v for k, v in state_dict.items() if not k.startswith(fresh)}, **kept}
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     reshaped = [key for key, tensor in state_dict.items() if key in expected

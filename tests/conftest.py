@@ -29,6 +29,15 @@ def run_cli(*args, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def answer_ctrl_c() -> None:
+    """A child's `preexec_fn`: take SIGINT's default action back. A shell starts background
+    jobs (`make test &`, a CI step run in the background) with SIGINT ignored, every child
+    inherits that, and Python then leaves it ignored: a Ctrl-C test would see no Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import answer_ctrl_c, run_cli
 from sar_cloud_removal.cli import main as cli_main
 from sar_cloud_removal.cli.batch import pair_folder, read_scene_csv
 from sar_cloud_removal.core.errors import UserError
@@ -210,7 +210,7 @@ def test_ctrl_c_cancels_cleanly(shared_data, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sar_cloud_removal.cli", "batch", str(folder), "--out-dir",
          str(out), "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, env=dict(os.environ))
+        start_new_session=True, env=dict(os.environ), preexec_fn=answer_ctrl_c)
     lines = []
     try:
         for line in proc.stdout:

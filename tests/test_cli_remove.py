@@ -17,6 +17,7 @@ from rasterio.transform import from_origin
 
 import georasters
 import tiny_models
+from conftest import answer_ctrl_c
 from georasters import ORIGIN, files_in
 from sar_cloud_removal.core.model_spec import S2_BANDS
 
@@ -132,7 +133,8 @@ def test_ctrl_c_mid_run_leaves_nothing(scene):
     command = [sys.executable, "-m", "sar_cloud_removal.cli", "remove", "--quiet",
                "--s2", inputs / "s2.tif", "--s1", inputs / "s1.tif", "--out", outputs / "r.tif",
                "--model", inputs / "small_tiles.onnx", "--batch-size", "1"]
-    proc = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True,
+                            preexec_fn=answer_ctrl_c)
     deadline = time.monotonic() + 60
     while not files_in(outputs) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

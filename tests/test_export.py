@@ -61,19 +61,22 @@ def test_onnx_matches_torch_on_real_data_for_other_batch_and_tile_sizes(exported
         assert np.abs(got - want).max() <= TOLERANCE
 
 
-def test_the_masked_network_exports_for_any_tile_size(real_triplet, tmp_path):
-    """Masking and scene context pool by factors, never to the export's own size: the ONNX
-    graph matches torch on tiles of other sizes (context weights and the gate made non-trivial,
-    as training leaves them)."""
+@pytest.mark.parametrize("gate_scales", [False, True])
+def test_the_masked_network_exports_for_any_tile_size(gate_scales, real_triplet, tmp_path):
+    """Masking and scene context pool, and the multi-scale gate upsamples, by factors, never to
+    the export's own size: the ONNX graph matches torch on tiles of other sizes (context
+    weights and the gate made non-trivial, as training leaves them)."""
     config = resolved_config("ibhfn", {"width": 8, "sar_width": 4, "mask_optical": True,
                                        "scene_context": True, "detached_gates": True,
-                                       "output_shut": 0.3})
+                                       "output_shut": 0.3, "gate_scales": gate_scales})
     network = initial_network("ibhfn", config, seed=0).eval()
     torch.manual_seed(0)
     with torch.no_grad():
         torch.nn.init.normal_(network.scene_context.mlp[-1].weight, std=0.1)
         torch.nn.init.normal_(network.gate.local[-1].weight, std=20.0)
         network.gate.local[-1].bias.fill_(0.0)
+        for branch in getattr(network.gate, "scales", []):
+            torch.nn.init.normal_(branch[-1].weight, std=0.5)
     spec = make_spec("masked", "0", "ibhfn", config, size_multiple=network.size_multiple)
     export_onnx(network, spec, tmp_path / "masked.onnx")
     for crops in ([(0, 0, 64, 128), (100, 40, 64, 128)], [(8, 16, 128, 192)]):

@@ -101,6 +101,18 @@ def test_regions_of_real_triplets_follow_their_masks(packed):
     assert (codes == regions.THICK).mean() > 0.5
 
 
+def test_inner_clear_ground_keeps_exactly_the_clear_pixels_beyond_the_edge_distance():
+    """A single cloud pixel removes a (2·d+1)² square of clear ground around it, clipped at the
+    image edge, and nothing else; a scene without clear ground has none."""
+    codes = np.full((20, 30), regions.CLEAR, np.uint8)
+    codes[5, 25] = regions.THIN
+    inner = regions.inner_clear(codes, distance=3)
+    expected = np.ones_like(inner)
+    expected[2:9, 22:29] = False
+    assert np.array_equal(inner, expected)
+    assert not regions.inner_clear(np.full((4, 4), regions.THICK, np.uint8)).any()
+
+
 def test_selection_scenes_are_fixed_and_carry_exact_regions(packed):
     pair = as_clear_pair(read_packed(packed, "316"))
     first, again = simulated_triplets([pair], seed=4), simulated_triplets([pair], seed=4)

@@ -307,6 +307,48 @@ def test_a_network_grown_from_an_older_checkpoint_keeps_only_the_named_modules_f
         load_weights(grown, without_reconstruction, "old.pt", "ibhfn", fresh=["scene_context."])
 
 
+@pytest.mark.parametrize("gate_scales", [False, True])
+def test_only_the_multi_scale_gate_is_blind_to_far_away_cloud(gate_scales):
+    """The multi-scale gate decides per pixel from its neighbourhood: a bright cloud laid far
+    away (beyond every receptive field) leaves the gate of the left edge as it was. The pooled
+    gate shifts the whole tile with it: the pixel's gate would depend on its tile."""
+    torch.manual_seed(0)
+    network = build("ibhfn", **SMALL, mask_optical=True, gate_scales=gate_scales).eval()
+    with torch.no_grad():
+        for last in [network.gate.local[-1]] + [branch[-1] for branch in
+                                               getattr(network.gate, "scales", [])]:
+            torch.nn.init.normal_(last.weight, std=1.0)
+        if not gate_scales:
+            torch.nn.init.normal_(network.gate.context[-1].weight, std=1.0)
+    s2, s1 = inputs(batch=1, height=16, width=512)
+    clouded = s2.clone()
+    clouded[..., 384:] = 1.0
+    with torch.no_grad():
+        before, after = network(s2, s1).gate, network(clouded, s1).gate
+    assert not torch.equal(before[..., 384:], after[..., 384:])
+    assert torch.equal(before[..., :128], after[..., :128]) == gate_scales
+
+
+def test_a_multi_scale_gate_grown_from_a_pooled_one_starts_from_its_local_branch():
+    """Growing 3.2.0 into a multi-scale gate: the checkpoint's pooled context is dropped (a
+    fresh prefix), the local branch is kept and the level branches start silent."""
+    from sar_cloud_removal.models.registry import load_weights
+
+    torch.manual_seed(0)
+    pooled = build("ibhfn", **SMALL, mask_optical=True).eval()
+    grown = build("ibhfn", **SMALL, mask_optical=True, gate_scales=True).eval()
+    with pytest.raises(UserError, match="unexpected"):
+        load_weights(grown, pooled.state_dict(), "old.pt", "ibhfn", fresh=["gate.scales"])
+    load_weights(grown, pooled.state_dict(), "old.pt", "ibhfn",
+                 fresh=["gate.context", "gate.scales"])
+    s2, s1 = inputs()
+    with torch.no_grad():
+        local = torch.sigmoid(pooled.gate.local(pooled.optical_encoder(s2)[0]))
+        assert torch.allclose(grown(s2, s1).gate, local, atol=1e-6)
+    with pytest.raises(UserError, match="needs mask_optical"):
+        build("ibhfn", **SMALL, gate_scales=True)
+
+
 def test_output_shut_moves_only_the_final_blend():
     """A higher shut level gives more of the output to the reconstruction where the gate is in
     between, and changes neither the gate nor the reconstruction."""

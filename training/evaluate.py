@@ -20,7 +20,7 @@ from ..core import metrics
 from ..core.backends import BACKENDS, DEVICES
 from ..core.errors import UserError
 from .packed import find_packed, read_packed
-from .regions import CLEAR, REGION_NAMES, triplet_regions
+from .regions import CLEAR, EDGE_DISTANCE, REGION_NAMES, inner_clear, triplet_regions
 from .sen12mscr import SPLITS, find_triplets, read_triplet
 
 REPORTED = ("psnr", "ssim", "mae", "sam", "cloud_mae", "gate_auc")
@@ -77,9 +77,12 @@ def region_metrics(pred: np.ndarray, target: np.ndarray, regions: np.ndarray) ->
 
 
 def gate_calibration(gate: np.ndarray, regions: np.ndarray) -> dict:
-    """Mean gate per region and, per reliability bin, the pixel count and how many are clear."""
+    """Mean gate per region and on inner clear ground (regions.inner_clear), and, per
+    reliability bin, the pixel count and how many are clear."""
     out = {f"gate_{name}": float(gate[regions == code].mean()) if (regions == code).any()
            else math.nan for code, name in enumerate(REGION_NAMES)}
+    inner = inner_clear(regions)
+    out["gate_inner_clear"] = float(gate[inner].mean()) if inner.any() else math.nan
     bins = np.clip(np.digitize(gate.ravel(), RELIABILITY_EDGES[1:-1]), 0,
                    len(RELIABILITY_EDGES) - 2)
     clear = (regions.ravel() == CLEAR)
@@ -107,6 +110,7 @@ def score_prediction(triplet, restored: np.ndarray, gate: np.ndarray) -> dict:
            "region_fractions": [float((regions == c).mean()) for c in range(len(REGION_NAMES))],
            "calibration": gate_calibration(gate, regions)}
     row["model"].update({k: v for k, v in row["calibration"].items() if k.startswith("gate_")})
+    row["model"]["gate_mae"] = float(np.abs(gate - (regions == CLEAR)).mean())
     if triplet.cloud_mask is not None:
         row["cloud_fraction"] = float(triplet.cloud_mask.mean())
         row["model"]["gate_auc"] = metrics.gate_auc(gate, triplet.cloud_mask)
@@ -233,7 +237,9 @@ def format_table(rows, means) -> str:
               f"SAM not worse than the input's on {means['sam_not_worse_than_input']} of "
               f"{len(rows)} images", "",
               "gate by region (mean): " + ", ".join(
-                  f"{r} {cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES),
+                  f"{r} {cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES)
+              + f"; clear ≥ {EDGE_DISTANCE} px from cloud "
+                f"{cell(means['model'].get('gate_inner_clear'))}",
               "gate reliability:   gate bin     pixels   clear fraction"]
     for b in means["reliability"]:
         lines.append(f"                  {b['gate_from']:.2f}-{b['gate_to']:.2f} "

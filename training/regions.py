@@ -19,6 +19,10 @@ REGION_NAMES = ("clear", "thin", "thick")
 CLOUD_EXCESS = 0.02
 SHADOW_DEFICIT = 0.04
 THICK_EXCESS = 0.15
+# Clear pixels at least this far (px, chessboard distance) from any cloud pixel are "inner"
+# clear ground: the gate's calibration reports them apart from the clear pixels along cloud
+# edges, where the masks themselves are uncertain by a few pixels.
+EDGE_DISTANCE = 8
 _VISIBLE = [1, 2, 3]   # B2, B3, B4
 
 
@@ -60,3 +64,16 @@ def simulated_regions(cloud: np.ndarray, shadow: np.ndarray) -> np.ndarray:
     regions[(cloud >= 0.02) | (shadow >= 0.02)] = THIN
     regions[cloud >= 0.5] = THICK
     return regions
+
+
+def inner_clear(regions: np.ndarray, distance: int = EDGE_DISTANCE) -> np.ndarray:
+    """Clear pixels with no thin or thick cloud pixel within `distance` px (a square
+    neighbourhood): the cloud mask dilated by a separable running maximum, then inverted."""
+    cloud = (regions != CLEAR).astype(np.uint8)
+    width = 2 * distance + 1
+    for axis in (0, 1):
+        pads = [(0, 0), (0, 0)]
+        pads[axis] = (distance, distance)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(cloud, pads), width, axis=axis)
+        cloud = windows.max(axis=-1)
+    return cloud == 0
