@@ -2,7 +2,7 @@
 
 Speed and memory are measured here, not asserted in tests (SPEC §7). Each (scene size, backend)
 runs the engine end to end in a fresh child process, so the child's peak resident memory
-(ru_maxrss) belongs to that run alone and shows whether memory stays flat as scenes grow. Right
+(VmHWM) belongs to that run alone and shows whether memory stays flat as scenes grow. Right
 after, the same child times the bare model on tiles of the size and batch the engine used; the
 ratio tells how much the engine adds (reading, reprojecting S1, tile overlap, blending, writing
 the COGs and their overviews) on top of the network, measured under the same load (the CPU may
@@ -106,6 +106,17 @@ def _in_child(job: dict) -> dict:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory since its exec: /proc's VmHWM, which belongs to the
+    process's own address space. ru_maxrss is not enough: Linux carries it across fork and exec,
+    so a child of a parent that grew (generating a full-tile scene takes 1.8 GB) reported the
+    parent's peak for every size. ru_maxrss is the fallback where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0   # kB
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux

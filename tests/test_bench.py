@@ -1,5 +1,7 @@
 """`sar-cloud-removal bench` at a tiny size: one row per backend, with measured, positive numbers."""
 import re
+import subprocess
+import sys
 
 import pytest
 import rasterio
@@ -70,3 +72,14 @@ def test_the_table_states_ratio_memory_growth_and_the_distance_to_the_gemm_peak(
     assert "200 GFLOP/s" in line and "100 kFLOP per pixel" in line and "2.00 MP/s" in line
     assert "100 GFLOP/s (50 % of the peak)" in line
     assert gemm_peak_gflops(0.05) > 0
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    """Linux carries ru_maxrss over fork and exec: a child of a parent holding 600 MB read
+    600 MB whatever it did itself, so every bench row showed the scene generator's peak."""
+    ballast = b"\1" * (600 << 20)        # written, so every page is resident
+    child = subprocess.run(
+        [sys.executable, "-c", "from sar_cloud_removal.cli.bench import _peak_rss_mb; "
+                               "print(_peak_rss_mb())"],
+        capture_output=True, text=True, check=True)
+    assert len(ballast) and 10 < float(child.stdout) < 400
