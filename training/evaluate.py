@@ -238,7 +238,7 @@ def format_table(rows, means) -> str:
               f"{len(rows)} images", "",
               "gate by region (mean): " + ", ".join(
                   f"{r} {cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES)
-              + f"; clear ≥ {EDGE_DISTANCE} px from cloud "
+              + f"; clear > {EDGE_DISTANCE} px from cloud "
                 f"{cell(means['model'].get('gate_inner_clear'))}",
               "gate reliability:   gate bin     pixels   clear fraction"]
     for b in means["reliability"]:
