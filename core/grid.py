@@ -152,17 +152,54 @@ def pixel_size_in(dataset, crs) -> float:
     return math.sqrt((right - left) / dataset.width * (top - bottom) / dataset.height)
 
 
-# A zero-fill pixel with at most this many zero-fill pixels among its 8 neighbours is data (a
-# bright target clipped at 0 dB), not the fill around a swath.
-ISOLATED_FILL_NEIGHBOURS = 2
+# Zero fill around a swath is a region. A dataset that clips backscatter at 0 dB (SEN12MS-CR)
+# also has bright targets at 0 in both bands, in small clusters (up to 9 px and 4 px across on
+# the shared urban scenes). So a pixel that is 0 in every band is fill only where it lies in an
+# all-zero square of FILL_SQUARE px, or is joined to one through such pixels (the ragged rim of
+# a fill region) within FILL_REACH steps; a smaller cluster is data.
+FILL_SQUARE = 7
+FILL_REACH = 32
+# Read around a window so that whether a pixel is fill does not depend on the window.
+_FILL_HALO = FILL_SQUARE + FILL_REACH
 
 
-def _neighbours(mask: np.ndarray) -> np.ndarray:
-    """How many of each pixel's 8 neighbours are set (outside the array counts as unset)."""
-    padded = np.pad(mask, 1).astype(np.uint8)
+def _box_count(mask: np.ndarray, side: int) -> np.ndarray:
+    """How many pixels of each pixel's centred side×side box are set (outside counts unset)."""
+    half = side // 2
+    padded = np.pad(mask.astype(np.int32), ((half + 1, half), (half + 1, half)))
+    table = padded.cumsum(0).cumsum(1)
     h, w = mask.shape
-    return sum(padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc)
+    return (table[side:side + h, side:side + w] - table[:h, side:side + w]
+            - table[side:side + h, :w] + table[:h, :w])
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """`mask` dilated by one pixel in all 8 directions."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    grown = mask.copy()
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            grown |= padded[dr:dr + h, dc:dc + w]
+    return grown
+
+
+def fill_region(missing: np.ndarray) -> np.ndarray:
+    """The pixels of `missing` (no backscatter in any band) that are swath fill, not a small
+    cluster of clipped bright targets: those in an all-missing FILL_SQUARE² square, and those
+    joined to such a square through missing pixels within FILL_REACH steps."""
+    squares = _box_count(missing, FILL_SQUARE) == FILL_SQUARE ** 2
+    fill = (_box_count(squares, FILL_SQUARE) > 0) & missing
+    rest = missing & ~fill
+    for _ in range(FILL_REACH):
+        if not rest.any():
+            break
+        joined = _grow(fill) & rest
+        if not joined.any():
+            break
+        fill |= joined
+        rest &= ~joined
+    return fill
 
 
 class S1OnS2Grid:
@@ -186,19 +223,36 @@ class S1OnS2Grid:
         grid = dict(crs=s2.crs, transform=s2.transform, width=s2.width, height=s2.height,
                     resampling=self.resampling, nodata=np.nan, dtype="float32")
         self._vrt = WarpedVRT(s1, src_nodata=src_nodata, **grid, **extras)
-        # Datasets that clip backscatter at 0 dB (SEN12MS-CR) have single bright pixels at 0 in
-        # both bands; the zero-fill rule would punch nodata holes there. Fill is a region, so
-        # isolated "fill" pixels are read again without the rule.
+        # Datasets that clip backscatter at 0 dB (SEN12MS-CR) have bright targets at 0 in both
+        # bands; the zero-fill rule would punch nodata holes there. Fill is a region
+        # (fill_region), so the pixels of smaller clusters are read again without the rule.
         self._unmasked = WarpedVRT(s1, **grid) if s1.nodata is None else None
 
     def read(self, window: Window) -> np.ndarray:
         values = self._vrt.read(window=window)
         if self._unmasked is not None:
             missing = ~np.isfinite(values).all(axis=0)
-            isolated = missing & (_neighbours(missing) <= ISOLATED_FILL_NEIGHBOURS)
-            if isolated.any():
-                values[:, isolated] = self._unmasked.read(window=window)[:, isolated]
+            if missing.any():
+                clipped = missing & ~self._fill(window)
+                if clipped.any():
+                    values[:, clipped] = self._unmasked.read(window=window)[:, clipped]
         return values
+
+    def _fill(self, window: Window) -> np.ndarray:
+        """fill_region over `window`, judged with _FILL_HALO pixels around it; beyond the S2
+        grid counts as fill, so a cluster touching the image's edge is not taken for data."""
+        row, col = int(window.row_off), int(window.col_off)
+        height, width = int(window.height), int(window.width)
+        top, left = max(0, row - _FILL_HALO), max(0, col - _FILL_HALO)
+        bottom = min(self._vrt.height, row + height + _FILL_HALO)
+        right = min(self._vrt.width, col + width + _FILL_HALO)
+        missing = np.ones((height + 2 * _FILL_HALO, width + 2 * _FILL_HALO), bool)
+        around = self._vrt.read(window=Window(left, top, right - left, bottom - top))
+        r0, c0 = top - row + _FILL_HALO, left - col + _FILL_HALO
+        missing[r0:r0 + bottom - top, c0:c0 + right - left] = \
+            ~np.isfinite(around).all(axis=0)
+        return fill_region(missing)[_FILL_HALO:_FILL_HALO + height,
+                                    _FILL_HALO:_FILL_HALO + width]
 
     def close(self) -> None:
         self._vrt.close()

@@ -113,3 +113,51 @@ def test_single_pixels_clipped_to_0_db_in_both_bands_stay_data(tmp_path):
         read = grid.read(Window(0, 0, 64, 64))
     assert np.all(read[:, 10, 10] == 0.0)
     assert np.isnan(read[:, 41:, 41:]).all()
+
+
+def test_clusters_clipped_to_0_db_on_a_real_urban_scene_stay_data_in_every_window(
+        tmp_path, shared_data):
+    """Packed 4065 (SEN12MS-CR, urban) has 12 clusters of up to 9 pixels at 0 dB in VV and VH.
+    They are bright targets, not swath fill: only the one touching the image's edge, where
+    the halo cannot tell, is nodata, and the answer is the same whatever window reads it."""
+    from sar_cloud_removal.training.evaluate import write_triplet_inputs
+    from sar_cloud_removal.training.packed import read_packed
+
+    triplet = read_packed(shared_data / "sen12mscr" / "packed", "4065")
+    s2_path, s1_path = write_triplet_inputs(triplet, tmp_path)
+    with rasterio.open(s1_path) as src:
+        zeros = (src.read() == 0).all(axis=0)
+    assert zeros.sum() == 48
+    with open_raster(s1_path, "S1") as src, open_raster(s2_path, "S2") as s2, \
+            S1OnS2Grid(src, s2) as grid:
+        whole = grid.read(Window(0, 0, 256, 256))
+        tiled = np.concatenate([np.concatenate([grid.read(Window(c, r, 64, 64))
+                                                for c in range(0, 256, 64)], axis=2)
+                                for r in range(0, 256, 64)], axis=1)
+    np.testing.assert_array_equal(tiled, whole)
+    missing = ~np.isfinite(whole).all(axis=0)
+    assert missing.sum() == 3 and missing[254:, 230:232].sum() == 3    # the corner cluster
+    assert (whole[:, zeros & ~missing] == 0).all()
+
+
+def test_the_ragged_rim_of_a_fill_region_is_fill_and_a_small_cluster_beside_it_is_data(
+        tmp_path):
+    s2_path, s1_path = georasters.pair(tmp_path, rows=96, cols=96)
+    with rasterio.open(s1_path) as src:
+        values, profile = src.read(), src.profile
+    rim = np.random.default_rng(0).integers(0, 4, 96)     # 0-3 px of fill beyond the edge
+    fill = np.zeros((96, 96), bool)
+    for row in range(96):
+        fill[row, 60 - rim[row]:] = True
+    fill[20, 54:57] = True                                 # a 3 px finger out of the rim
+    values[:, fill] = 0.0
+    values[:, 40:44, 20:23] = 0.0                          # a 4×3 cluster of clipped targets
+    profile.pop("nodata", None)
+    with rasterio.open(tmp_path / "s1_zeros.tif", "w", **profile) as dst:
+        dst.write(values)
+    with rasterio.open(s2_path) as s2, rasterio.open(tmp_path / "s1_zeros.tif") as s1, \
+            S1OnS2Grid(s1, s2) as grid:
+        read = grid.read(Window(0, 0, 96, 96))
+    missing = ~np.isfinite(read).all(axis=0)
+    np.testing.assert_array_equal(missing, fill)
+    assert (read[:, 40:44, 20:23] == 0).all()
