@@ -105,6 +105,20 @@ def _in_child(job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def measure_engine(scene, out_prefix: Path, model: str = "default", backend: str = "auto",
+                   device: str = "auto", tile=None, threads=None, batch_size: int = 4,
+                   model_seconds: float = 3.0) -> dict:
+    """The bench's measurement of one model on one generated scene (`cached_scene`): the engine
+    end to end (seconds, megapixels, peak memory) and the bare model's MP/s of tile pixels, in a
+    fresh interpreter so that the peak memory is its own. The outputs go to `out_prefix`.tif
+    and `out_prefix`_gate.tif."""
+    return _in_child({"model": model, "backend": backend, "device": device, "tile": tile,
+                      "threads": threads, "batch_size": batch_size,
+                      "model_seconds": model_seconds, "s2": str(scene.s2_cloudy),
+                      "s1": str(scene.s1), "out": f"{out_prefix}.tif",
+                      "gate": f"{out_prefix}_gate.tif"})
+
+
 def _peak_rss_mb() -> float:
     """This process's peak resident memory since its exec: /proc's VmHWM, which belongs to the
     process's own address space. ru_maxrss is not enough: Linux carries it across fork and exec,
@@ -326,9 +340,7 @@ def run(args):
         for backend in backends:
             print(f"{size:g} MP, {backend} ...", flush=True)
             out = workdir / "outputs" / f"{size:g}MP_{backend}"
-            measured = _in_child(dict(common, backend=backend, s2=str(scenes[size].s2_cloudy),
-                                      s1=str(scenes[size].s1), out=f"{out}.tif",
-                                      gate=f"{out}_gate.tif"))
+            measured = measure_engine(scenes[size], out, **dict(common, backend=backend))
             mp_per_s = measured["megapixels"] / measured["seconds"]
             rows.append(dict(measured, backend=backend, mp_per_s=mp_per_s,
                              overhead_percent=(measured["model_mp_per_s"] / mp_per_s - 1) * 100))

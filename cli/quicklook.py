@@ -21,7 +21,7 @@ GATE_RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98),
 _GAP, _TITLE_HEIGHT, _FONT_SCALE, _LEGEND_WIDTH = 8, 26, 2, 96
 _BACKGROUND = 24
 
-# 5 x 7 glyphs for the characters the titles use.
+# 5 x 7 glyphs for the characters the titles use (model names included).
 _GLYPHS = {
     " ": ["     "] * 7,
     "0": [" ### ", "#   #", "#  ##", "# # #", "##  #", "#   #", " ### "],
@@ -49,6 +49,16 @@ _GLYPHS = {
     "T": ["#####", "  #  ", "  #  ", "  #  ", "  #  ", "  #  ", "  #  "],
     "U": ["#   #", "#   #", "#   #", "#   #", "#   #", "#   #", " ### "],
     "Y": ["#   #", "#   #", " # # ", "  #  ", "  #  ", "  #  ", "  #  "],
+    "B": ["#### ", "#   #", "#   #", "#### ", "#   #", "#   #", "#### "],
+    "F": ["#####", "#    ", "#    ", "#### ", "#    ", "#    ", "#    "],
+    "K": ["#   #", "#  # ", "# #  ", "##   ", "# #  ", "#  # ", "#   #"],
+    "M": ["#   #", "## ##", "# # #", "# # #", "#   #", "#   #", "#   #"],
+    "N": ["#   #", "##  #", "# # #", "#  ##", "#   #", "#   #", "#   #"],
+    "V": ["#   #", "#   #", "#   #", "#   #", "#   #", " # # ", "  #  "],
+    "W": ["#   #", "#   #", "#   #", "# # #", "# # #", "## ##", "#   #"],
+    "X": ["#   #", "#   #", " # # ", "  #  ", " # # ", "#   #", "#   #"],
+    "-": ["     ", "     ", "     ", " ### ", "     ", "     ", "     "],
+    ".": ["     ", "     ", "     ", "     ", "     ", " ##  ", " ##  "],
 }
 
 
@@ -78,9 +88,10 @@ def gate_ramp(values: np.ndarray) -> np.ndarray:
 
 def draw_text(image: np.ndarray, text: str, row: int, col: int) -> int:
     """Write `text` in white into the 3 x H x W image, top-left at (row, col); returns the
-    column after it. Text beyond the image is cut off."""
+    column after it. Text beyond the image is cut off; a character the font lacks is a space."""
     for character in text.upper():
-        glyph = np.array([[c == "#" for c in line] for line in _GLYPHS[character]])
+        rows = _GLYPHS.get(character, _GLYPHS[" "])
+        glyph = np.array([[c == "#" for c in line] for line in rows])
         glyph = np.kron(glyph, np.ones((_FONT_SCALE, _FONT_SCALE), dtype=bool))
         height, width = glyph.shape
         area = image[:, row:row + height, col:col + width]

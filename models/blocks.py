@@ -80,3 +80,35 @@ class WindowCrossAttention(nn.Module):
         attended = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1) @ v
         attended = attended.reshape(n, h // s, w // s, self.heads, s, s, -1)
         return self.out(attended.permute(0, 3, 6, 1, 4, 2, 5).reshape(n, -1, h, w))
+
+
+# A new mask head starts mostly open (sigmoid(2) ≈ 0.88), like IB-HFN's gate: before it has
+# learned anything, the engine's keep-clear then blends rather than keeps (below 0.9).
+_MASK_HEAD_INIT_LOGIT = 2.0
+_MASK_HEAD_HIDDEN = 16
+
+
+class MaskHead(nn.Module):
+    """A clear-sky probability map (N×1×H×W, 1 = clear) predicted from full-resolution features,
+    for networks whose design has no gate of their own (DSen2-CR, MMCANet, SG-BAFM).
+
+    The engine needs a gate to keep clear pixels and to show the user its confidence; a network
+    that only predicts a corrected image has none. This head is the honest substitute: a cloud
+    detector trained by the joint loss's mask term against the same cloud masks as IB-HFN's gate.
+    It does not enter the restored image, so the network's restoration is the paper's.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv3x3(channels, _MASK_HEAD_HIDDEN), nn.ReLU(inplace=True),
+                                  nn.Conv2d(_MASK_HEAD_HIDDEN, 1, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.constant_(self.body[-1].bias, _MASK_HEAD_INIT_LOGIT)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(features))
+
+
+def no_gate(s2: torch.Tensor) -> torch.Tensor:
+    """The documented "no gate" value: ones (every pixel clear, nothing is kept or flagged)."""
+    return torch.ones_like(s2[:, :1])

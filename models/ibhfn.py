@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import conv3x3, res_blocks
+from .blocks import conv3x3, no_gate, res_blocks
 from .network_io import S1_CHANNELS, S2_CHANNELS, NetworkOutput
 
 # log σ² is clamped so that exp() can neither overflow nor vanish while the bottleneck is young.
@@ -310,7 +310,7 @@ class IBHFN(nn.Module):
         reconstruction = self.reconstruction(x)
         passthrough = self.skip(s2)
         if self.gate is None:
-            restored, gate = passthrough + reconstruction, torch.ones_like(s2[:, :1])
+            restored, gate = passthrough + reconstruction, no_gate(s2)
             reconstruction = None
         else:
             if gate is None:

@@ -10,14 +10,17 @@ restoration, reimplemented from the abstract (the paper is closed and has no pub
 Each restoration stage corrects the image of the coarser stage, upsampled, at its own scale, so
 the network removes clouds coarse-to-fine: first the large-scale radiometry, last the detail.
 Every stage's output is a residual on the cloudy S2 pooled to that scale, so zero corrections
-return the cloudy input exactly. MMCANet has no gate: it returns the documented "no gate" value,
-ones, and zero KL.
+return the cloudy input exactly.
+
+The paper has no gate. With `mask_head` (the default) a small cloud-detector head on the finest
+decoder features gives the gate (blocks.MaskHead, trained by the mask term); it does not touch
+the restoration. Without it the gate is the documented "no gate" value, ones. KL is zero.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import WindowCrossAttention, conv3x3, res_blocks, upsample
+from .blocks import MaskHead, WindowCrossAttention, conv3x3, no_gate, res_blocks, upsample
 from .ibhfn import Encoder, Upsample
 from .network_io import S1_CHANNELS, S2_CHANNELS, NetworkOutput
 
@@ -68,10 +71,12 @@ class MMCANet(nn.Module):
     downsamplings: stride-2 levels; the cross-attention and ASPP work at the deepest one.
     heads, window: cross-attention heads and window side in deepest-level pixels;
         H and W must be multiples of 2**downsamplings · window.
+    mask_head: predict the gate with a cloud-detector head (see the module docstring).
     """
 
     def __init__(self, width: int = 16, sar_width: int = 8, depth: int = 1,
-                 downsamplings: int = 3, heads: int = 4, window: int = 8):
+                 downsamplings: int = 3, heads: int = 4, window: int = 8,
+                 mask_head: bool = True):
         super().__init__()
         if min(width, sar_width, downsamplings) < 1 or depth < 0:
             raise ValueError("width, sar_width and downsamplings must be at least 1 and depth "
@@ -90,10 +95,15 @@ class MMCANet(nn.Module):
                                        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]))
         self.decoder_blocks = nn.ModuleList(res_blocks(w, depth) for w in widths[-2::-1])
         self.stages = nn.ModuleList(RestorationStage(w) for w in widths[::-1])
+        self.mask = MaskHead(widths[0]) if mask_head else None
 
     def progressive(self, s2: torch.Tensor, s1: torch.Tensor) -> list:
         """The restored image of every stage, coarsest (1/2**downsamplings) first; the last is
         the network's output."""
+        return self._decode(s2, s1)[1]
+
+    def _decode(self, s2: torch.Tensor, s1: torch.Tensor) -> tuple:
+        """(finest decoder features, the restored image of every stage, coarsest first)."""
         optical = self.optical_extractor(s2)
         sar = self.sar_extractor(s1)[-1]
         deep = optical[-1] + self.cross_attention(optical[-1], sar, sar)
@@ -110,9 +120,9 @@ class MMCANet(nn.Module):
             # carry the coarser stage's correction, not its image, so the prior keeps this
             # scale's detail of the cloudy input
             restored.append(stage(level_features, base + upsample(restored[-1] - coarser)))
-        return restored
+        return features[-1], restored
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> NetworkOutput:
-        restored = self.progressive(s2, s1)[-1]
-        return NetworkOutput(restored=restored, gate=torch.ones_like(s2[:, :1]),
-                             kl=s2.new_zeros(()))
+        finest, restored = self._decode(s2, s1)
+        gate = no_gate(s2) if self.mask is None else self.mask(finest)
+        return NetworkOutput(restored=restored[-1], gate=gate, kl=s2.new_zeros(()))

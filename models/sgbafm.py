@@ -10,14 +10,17 @@ integration (DFIN), seed 003, reimplemented from the paper's text (no public cod
 Base fusion keeps the full-resolution detail of early fusion; directed fusion lets SAR decide
 which patches resemble each other (SAR sees through cloud) and moves optical content between
 them, which is how cloud-free optical colour reaches cloudy patches. DFIN integrates the two
-with an FPN and channel attention. The network predicts a correction added to the cloudy S2 and
-has no gate: it returns the documented "no gate" value, ones, and zero KL.
+with an FPN and channel attention. The network predicts a correction added to the cloudy S2.
+
+The paper has no gate. With `mask_head` (the default) a small cloud-detector head on DFIN's
+integrated features gives the gate (blocks.MaskHead, trained by the mask term); it does not touch
+the restoration. Without it the gate is the documented "no gate" value, ones. KL is zero.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import WindowCrossAttention, conv3x3, upsample
+from .blocks import MaskHead, WindowCrossAttention, conv3x3, no_gate, upsample
 from .network_io import S1_CHANNELS, S2_CHANNELS, NetworkOutput
 
 _DOWNSAMPLING = 4   # the directed path works at 1/4 resolution
@@ -158,10 +161,12 @@ class SGBAFMNet(nn.Module):
     blocks: MBConv blocks in the base path and after the attention fusion.
     attention_dim, heads: width and heads of the patch-token attention.
     window: attention window side in 16-px patches; H and W must be multiples of 16 · window.
+    mask_head: predict the gate with a cloud-detector head (see the module docstring).
     """
 
     def __init__(self, width: int = 16, directed_width: int = 64, blocks: int = 2,
-                 attention_dim: int = 128, heads: int = 4, window: int = 8):
+                 attention_dim: int = 128, heads: int = 4, window: int = 8,
+                 mask_head: bool = True):
         super().__init__()
         if min(width, directed_width, blocks) < 1:
             raise ValueError("width, directed_width and blocks must be at least 1")
@@ -177,6 +182,7 @@ class SGBAFMNet(nn.Module):
         self.directed_out = nn.Conv2d(directed_width, width, 1)
         self.integration = DFIN(width)
         self.reconstruction = conv3x3(width, S2_CHANNELS)
+        self.mask = MaskHead(width) if mask_head else None
 
     @staticmethod
     def _downsampler(in_channels: int, channels: int) -> nn.Sequential:
@@ -188,6 +194,7 @@ class SGBAFMNet(nn.Module):
         base = self.base(torch.cat([s2, s1], dim=1))
         directed = self.directed_blocks(self.fusion(self.optical(s2), self.sar(s1)))
         directed = upsample(self.directed_out(directed), _DOWNSAMPLING)
-        restored = s2 + self.reconstruction(self.integration(base, directed))
-        return NetworkOutput(restored=restored, gate=torch.ones_like(s2[:, :1]),
+        features = self.integration(base, directed)
+        gate = no_gate(s2) if self.mask is None else self.mask(features)
+        return NetworkOutput(restored=s2 + self.reconstruction(features), gate=gate,
                              kl=s2.new_zeros(()))

@@ -55,6 +55,10 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
                        "onnx,restoration").split(",")
 
     def shortHelpString(self):
+        from ..core.model_spec import DEFAULT_MODEL, list_models
+
+        names = ", ".join(f"{name} (default)" if name == DEFAULT_MODEL else name
+                          for name in list_models())
         return tr(
             "Restores a cloudy Sentinel-2 L1C image with a co-registered Sentinel-1 SAR image "
             "(radar sees through clouds) using a neural network (IB-HFN by default).\n\n"
@@ -72,7 +76,7 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             "swath and nodata give nodata in the result.\n"
             "Area of interest: leave empty to process where both images overlap.\n"
             "Model: leave empty for the shipped model, or give a .onnx / .pt file or the "
-            "name of a registered model.\n"
+            "name of a registered model: {}.\n"
             "Device: Auto uses a CUDA GPU when one is available and the CPU otherwise; "
             "the log says which one ran.\n"
             "Tile size / overlap (advanced): leave empty for the model's own values; a "
@@ -84,7 +88,7 @@ class RemoveCloudsAlgorithm(QgsProcessingAlgorithm):
             "restores held-out clear pixels better, and the log says what happened.\n\n"
             "Outputs: the restored 13-band image on the Sentinel-2 grid, in the input's units, "
             "and a gate-confidence layer (1 = clear sky, the optical signal passes through; "
-            "0 = reconstructed from SAR). Both are GeoTIFF files.")
+            "0 = reconstructed from SAR). Both are GeoTIFF files.").format(names)
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(

@@ -53,8 +53,36 @@ def test_output_contract_at_multiples_of_the_size_multiple(architecture, rows, c
         out = network(s2, s1)
     assert out.restored.shape == (2, 13, height, width)
     assert torch.isfinite(out.restored).all()
-    assert torch.equal(out.gate, torch.ones(2, 1, height, width))   # no gate: the documented ones
+    assert out.gate.shape == (2, 1, height, width)
+    assert ((out.gate > 0) & (out.gate < 1)).all()      # the mask head's clear-sky probability
     assert out.kl.shape == () and out.kl.item() == 0.0
+    without = build(architecture, **SMALL_CONFIGS[architecture], mask_head=False).eval()
+    with torch.no_grad():
+        assert torch.equal(without(s2, s1).gate, torch.ones(2, 1, height, width))  # "no gate"
+
+
+@pytest.mark.parametrize("architecture", ["dsen2cr", *SEED_NETWORKS])
+def test_mask_head_is_trained_by_the_mask_term_and_never_changes_the_restoration(architecture):
+    """The gate these papers lack comes from a cloud-detector head: the gate loss reaches it,
+    and the restored image is the paper's network alone, whatever the head's weights."""
+    from sar_cloud_removal.models.losses import gate_loss
+
+    torch.manual_seed(0)
+    network = build(architecture, **SMALL_CONFIGS[architecture])
+    side = network.size_multiple * 2 if network.size_multiple > 1 else 16
+    s2, s1 = random_inputs(side, side, batch=1)
+    out = network(s2, s1)
+    clear = (s2[:, 0] > 0.5).float()
+    gate_loss(out.gate, clear).backward()
+    head = network.mask.body[-1]
+    assert head.weight.grad.abs().sum() > 0 and head.bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        before = network(s2, s1).restored
+        for parameter in network.mask.parameters():
+            parameter.add_(torch.randn_like(parameter))
+        after = network(s2, s1)
+    assert torch.equal(after.restored, before)
+    assert not torch.allclose(after.gate, out.gate.detach())
 
 
 def test_window_attention_equals_attention_computed_window_by_window():

@@ -323,7 +323,7 @@ def run(args) -> int:
               "seconds": round(time.perf_counter() - started, 2), "messages": notes}
     print(format_table(rows, means))
     if args.out:
-        _write_report(Path(args.out), report)
+        write_json_report(Path(args.out), report)
     if args.sheet:
         from .picture_sheet import write_picture_sheet
 
@@ -332,7 +332,7 @@ def run(args) -> int:
     return 0
 
 
-def _write_report(out: Path, report: dict) -> None:
+def write_json_report(out: Path, report: dict) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(json_safe(report), indent=2))

@@ -21,7 +21,7 @@ _GAP, _TITLE, _LABEL = 6, 24, 40
 _BACKGROUND = 24
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
+def rgb_panel(image: np.ndarray) -> np.ndarray:
     """A 13-band [0, 1] image -> 3×H×W uint8 true colour with the sheet's fixed stretch."""
     bands = [b - 1 for b in TRUE_COLOUR]
     return stretch(image[bands], 0.0, SHEET_MAX_REFLECTANCE)
@@ -30,19 +30,25 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 def write_picture_sheet(path: Path, pictures) -> None:
     """`pictures`: (name, cloudy, restored, truth, gate) per scene, images 13×H×W on [0, 1] and
     the gate H×W. Rows are numbered 1…n in the given order (the report lists the names)."""
-    if not pictures:
+    write_sheet(path, COLUMNS, [[rgb_panel(cloudy), rgb_panel(restored), rgb_panel(truth),
+                                 gate_ramp(gate)] for _, cloudy, restored, truth, gate in pictures])
+
+
+def write_sheet(path: Path, titles, rows) -> None:
+    """A PNG grid: one titled column per entry of `titles`, one numbered row per entry of
+    `rows` (a list of 3×H×W uint8 panels, one per column). Nothing is written for no rows."""
+    if not rows:
         return
-    side = max(max(p[1].shape[-2:]) for p in pictures)
-    width = _LABEL + len(COLUMNS) * (side + _GAP)
-    height = _TITLE + len(pictures) * (side + _GAP)
+    side = max(max(panel.shape[-2:]) for row in rows for panel in row)
+    width = _LABEL + len(titles) * (side + _GAP)
+    height = _TITLE + len(rows) * (side + _GAP)
     canvas = np.full((3, height, width), _BACKGROUND, np.uint8)
-    for column, title in enumerate(COLUMNS):
+    for column, title in enumerate(titles):
         draw_text(canvas, title, 5, _LABEL + column * (side + _GAP))
-    for row, (_, cloudy, restored, truth, gate) in enumerate(pictures):
-        top = _TITLE + row * (side + _GAP)
-        draw_text(canvas, str(row + 1), top + side // 2 - 7, 6)
-        for column, panel in enumerate((_rgb(cloudy), _rgb(restored), _rgb(truth),
-                                        gate_ramp(gate))):
+    for number, panels in enumerate(rows):
+        top = _TITLE + number * (side + _GAP)
+        draw_text(canvas, str(number + 1), top + side // 2 - 7, 6)
+        for column, panel in enumerate(panels):
             left = _LABEL + column * (side + _GAP)
             canvas[:, top:top + panel.shape[1], left:left + panel.shape[2]] = panel
     path.parent.mkdir(parents=True, exist_ok=True)
