@@ -4,22 +4,9 @@ The headline is the card's line that starts with `Headline:` (models/weights/<na
 figures a user sees here are the ones the card states and cites; a model without a card says so
 rather than showing nothing.
 """
-from pathlib import Path
-
 from ..core.errors import UserError
-from ..core.model_spec import DEFAULT_MODEL, list_models, load_spec, resolve_model
-
-HEADLINE_PREFIX = "Headline:"
-
-
-def card_headline(card: Path) -> str:
-    """The text after `Headline:` on the card's first such line, or why there is none."""
-    if not card.is_file():
-        return "no model card"
-    for line in card.read_text(encoding="utf-8").splitlines():
-        if line.strip().startswith(HEADLINE_PREFIX):
-            return line.strip()[len(HEADLINE_PREFIX):].strip()
-    return f"no headline in {card.name}"
+from ..core.model_spec import (DEFAULT_MODEL, card_headline, list_models, load_spec,
+                               resolve_model)
 
 
 def model_rows() -> list:

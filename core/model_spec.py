@@ -188,6 +188,25 @@ def list_models() -> list:
                    if p.suffix in MODEL_SUFFIXES and p.is_file()})
 
 
+HEADLINE_PREFIX = "Headline:"
+
+
+def card_headline(card: Path) -> str:
+    """The text after `Headline:` on a model card's first such line, or why there is none.
+
+    The card (models/weights/<name>.md, beside the model files) states and cites the figures;
+    `sar-cloud-removal models` and the dock's model list show this line, so what a user reads
+    when choosing a model is what its card says.
+    """
+    card = Path(card)
+    if not card.is_file():
+        return "no model card"
+    for line in card.read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith(HEADLINE_PREFIX):
+            return line.strip()[len(HEADLINE_PREFIX):].strip()
+    return f"no headline in {card.name}"
+
+
 def _files_beside(path: Path) -> ModelFiles:
     """The model at `path` plus its sibling with the other suffix, when there is one."""
     onnx_path, torch_path = path.with_suffix(".onnx"), path.with_suffix(".pt")

@@ -32,7 +32,18 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 def count_macs(model: nn.Module, size: int = 256) -> int:
-    """Multiply-accumulates of one forward pass on one size×size patch (eval mode)."""
+    """Multiply-accumulates of one forward pass on one size×size patch (eval mode).
+
+    A network that takes only multiples of its `size_multiple` (MMCANet with 7-px windows: 56;
+    SG-BAFM: 112) runs on the next multiple up and its count is scaled to size² by area: every
+    layer here (convolutions, attention inside fixed windows) costs the same per pixel.
+    """
+    multiple = getattr(model, "size_multiple", 1)
+    run = -(-size // multiple) * multiple
+    return round(_macs_at(model, run) * (size / run) ** 2)
+
+
+def _macs_at(model: nn.Module, size: int) -> int:
     total = 0
 
     def hook(module, inputs, output):

@@ -12,13 +12,15 @@ so the zip is cut from it by explicit rules rather than shipped as is:
   that the torch backend rebuilds a .pt with) are added, and an import of an excluded module
   stops the build, so the zip never ships code that fails on import;
 - generated files are added: `resources.py` compiled from `resources.qrc` (generated files stay
-  out of git), and from `models/weights/` the default model's .onnx file and, once written,
-  its model card (.md).
+  out of git), and from `models/weights/` every shipped model's .onnx file and model card (.md),
+  and the default model's .pt.
 
-The default model ships as its ONNX file, which runs with onnxruntime alone (QGIS has no torch by
-default), and as its .pt, which scene adaptation fine-tunes where torch is installed (with the
-losses, the cloud simulator and the augmentation it trains with); both together keep the zip
-well under the site's 25 MB. A user's own .pt runs from the zip wherever torch is installed.
+Every shipped model (the default and the seed networks trained beside it) ships as its ONNX file,
+which runs with onnxruntime alone (QGIS has no torch by default), so the dock's model list and
+Processing offer all of them from the zip. Only the default also ships as its .pt, which scene
+adaptation fine-tunes where torch is installed (with the losses, the cloud simulator and the
+augmentation it trains with): the seed networks' .pt files would take the zip past the site's
+25 MB. A user's own .pt runs from the zip wherever torch is installed.
 
 Usage: `python -m sar_cloud_removal.scripts.package --out dist/sar_cloud_removal.zip`
 """
@@ -46,10 +48,10 @@ INCLUDE = ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "icon.png",
 EXCLUDE = ("*/__pycache__/*", "*.pyc", ".*", "*/.*", "tests/*", "training/*",
            "synthetic/scene.py", "synthetic/landcover.py",
            "scripts/*", "docs/*", "data/*", "*bench*", "*demo*", "cli/*", "*.qrc", "*.ts")
-MODEL_FILE = f"models/weights/{DEFAULT_MODEL}.onnx"
-MODEL_CARD = f"models/weights/{DEFAULT_MODEL}.md"
+WEIGHTS = "models/weights"
+MODEL_FILE = f"{WEIGHTS}/{DEFAULT_MODEL}.onnx"
 # The torch weights of the default model: scene adaptation fine-tunes them where torch exists.
-MODEL_WEIGHTS = f"models/weights/{DEFAULT_MODEL}.pt"
+MODEL_WEIGHTS = f"{WEIGHTS}/{DEFAULT_MODEL}.pt"
 # A fixed timestamp makes two builds of the same tree byte-identical.
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
 
@@ -146,12 +148,15 @@ def compile_resources(root: Path, work: Path) -> dict:
 
 
 def model_files(root: Path) -> dict:
-    """{zip path: file} for the default model and its card, when written; git may ignore
-    weights, so they come from disk."""
+    """{zip path: file} for every shipped model's .onnx and card and the default's .pt; git
+    may ignore weights, so they come from disk."""
     if not (root / MODEL_FILE).is_file():
         raise UserError(f"The default model file {MODEL_FILE} is missing; train and export it "
                         f"(see README) before packaging.")
-    return {p: root / p for p in (MODEL_FILE, MODEL_CARD, MODEL_WEIGHTS) if (root / p).is_file()}
+    onnx_files = sorted((root / WEIGHTS).glob("*.onnx"))
+    chosen = [f"{WEIGHTS}/{p.name}" for p in onnx_files]
+    chosen += [f"{WEIGHTS}/{p.stem}.md" for p in onnx_files] + [MODEL_WEIGHTS]
+    return {p: root / p for p in chosen if (root / p).is_file()}
 
 
 def build_package(out: Path, root: Path = REPO) -> list:

@@ -5,7 +5,7 @@ import tempfile
 from osgeo import gdal
 from qgis.core import QgsRectangle
 from qgis.gui import QgsExtentWidget
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtWidgets import QToolButton
 
 from plugin_fixtures import ARTIFACTS, PATCH, SEN12MSCR, add_raster, plugin, sen12  # noqa: F401
@@ -197,6 +197,24 @@ def test_model_file_choice_and_advanced_values_reach_the_run(plugin, sen12, tmp_
     dock.overlap_spin.setValue(-1)
     inputs = dock.current_inputs()
     assert (inputs.tile_size, inputs.overlap) == (None, None)  # the model's own values
+
+
+def test_every_shipped_model_is_offered_with_its_cards_headline(plugin, sen12, tmp_path):
+    """The seed networks are chosen by name like the default; hovering one shows the figures
+    its card states, and the choice reaches the run."""
+    from sar_cloud_removal.core.model_spec import WEIGHTS_DIR, card_headline, list_models
+
+    s2, _ = sen12
+    dock = _dock(plugin, tmp_path)
+    dock.s2_combo.setLayer(s2)
+    offered = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
+    assert offered == list_models() + [""]
+    for index, name in enumerate(list_models()):
+        tooltip = dock.model_combo.itemData(index, Qt.ToolTipRole)
+        assert tooltip == card_headline(WEIGHTS_DIR / f"{name}.md")
+        assert not tooltip.startswith("no ")
+        dock.model_combo.setCurrentIndex(index)
+        assert dock.current_inputs().model == name
 
 
 def test_dock_renders(plugin, sen12, tmp_path):

@@ -186,7 +186,7 @@ def test_export_command_writes_an_untrained_network_alone_when_asked(tmp_path, c
     assert [p.name for p in tmp_path.iterdir()] == ["small.onnx"]
     spec = load_spec(resolve_model(out))
     assert (spec.name, spec.architecture, spec.config) == \
-        ("small", "dsen2cr", {"width": 4, "blocks": 1, "residual_scale": 0.1})
+        ("small", "dsen2cr", {"width": 4, "blocks": 1, "residual_scale": 0.1, "mask_head": True})
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -69,6 +69,18 @@ def test_model_accepts_a_file_or_a_registered_name(provider):
         assert model.checkValueIsAcceptable(value, context), value
 
 
+def test_the_help_names_every_shipped_model(provider):
+    """The seed networks are chosen by name in Processing as on the command line; the help says
+    which names there are."""
+    from sar_cloud_removal.core.model_spec import list_models
+
+    help_text = QgsApplication.processingRegistry().algorithmById(ALG).shortHelpString()
+    assert {"ibhfn", "dsen2cr", "mmcanet", "sgbafm"} <= set(list_models())
+    for name in list_models():
+        assert name in help_text, name
+    assert "ibhfn (default)" in help_text
+
+
 def test_restores_the_scene_and_reports_the_device(provider, scene):
     feedback = QgsProcessingFeedback()
     result = run(params(scene), feedback)

@@ -113,3 +113,16 @@ def test_two_rank_ddp_ends_with_identical_weights(tmp_path, shared_data):
     assert len(digests) == 2 and digests[0] == digests[1]
     # rank 0 alone writes: one log line per logged step, not one per rank
     assert [r["step"] for r in _log(run_dir) if r["kind"] == "train"] == [2, 3]
+
+
+def test_a_tile_size_the_network_cannot_take_stops_the_run_before_it_writes(tmp_path,
+                                                                            shared_data):
+    """SG-BAFM takes multiples of 112 px: the default 256 px validation tile is refused at once
+    (it used to fail at the first checkpoint, after the first validation's minutes)."""
+    config = _config(tmp_path, shared_data, model={"architecture": "sgbafm",
+                                                   "config": {"width": 8, "window": 7}})
+    with pytest.raises(UserError, match="'tile_size' 256 is not a multiple of the sgbafm "
+                                        "network's size multiple 112; set it to a multiple "
+                                        "such as 224"):
+        train(load_config(config), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -48,7 +48,7 @@ def load_triplets(folder, split=None, only=None) -> list:
     return [read_triplet(t) for t in found if only is None or t.name in only]
 
 
-def _pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
+def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
     h, w = array.shape[-2:]
     pad = ((0, 0),) * (array.ndim - 2) + ((0, -h % multiple), (0, -w % multiple))
     return np.pad(array, pad, mode="edge")
@@ -121,8 +121,8 @@ def score_triplet(predict, triplet, size_multiple: int = 1) -> dict:
     """Score `predict(s2, s1)` (1×C×H×W float32 arrays in, (restored, gate) of the same layout
     out) on one triplet; training's validation calls the network this way."""
     h, w = triplet.target.shape[-2:]
-    s2 = _pad_to_multiple(triplet.cloudy, size_multiple)[None]
-    s1 = _pad_to_multiple(triplet.s1, size_multiple)[None]
+    s2 = pad_to_multiple(triplet.cloudy, size_multiple)[None]
+    s1 = pad_to_multiple(triplet.s1, size_multiple)[None]
     restored, gate = predict(s2.astype(np.float32), s1.astype(np.float32))
     return score_prediction(triplet, restored[0, :, :h, :w], gate[0, 0, :h, :w])
 

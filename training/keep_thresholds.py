@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core import keep_clear as kc
 from ..core import metrics
+from .evaluate import pad_to_multiple
 from .regions import CLEAR, triplet_regions
 from .train import build_data, load_config
 
@@ -41,10 +42,14 @@ def main(argv=None) -> int:
         network, _ = load_network(args.checkpoint,
                                   {"output_shut": shut} if shut is not None else None)
         outputs = []
+        multiple = network.size_multiple   # scenes padded as validation pads them
         with torch.no_grad():
             for t in selection:
-                out = network(torch.from_numpy(t.cloudy[None]), torch.from_numpy(t.s1[None]))
-                outputs.append((np.clip(out.restored[0].numpy(), 0, 1), out.gate[0, 0].numpy()))
+                h, w = t.cloudy.shape[-2:]
+                out = network(torch.from_numpy(pad_to_multiple(t.cloudy, multiple)[None]),
+                              torch.from_numpy(pad_to_multiple(t.s1, multiple)[None]))
+                outputs.append((np.clip(out.restored[0, :, :h, :w].numpy(), 0, 1),
+                                out.gate[0, 0, :h, :w].numpy()))
         _print_levels("-" if shut is None else f"{shut:.2f}", selection, outputs)
     return 0
 

@@ -262,6 +262,11 @@ def _spec(config: dict, model) -> dict:
     from ..models.registry import resolved_config
 
     architecture = config["model"]["architecture"]
+    if config["tile_size"] % model.size_multiple:
+        multiple = model.size_multiple
+        raise UserError(f"'tile_size' {config['tile_size']} is not a multiple of the "
+                        f"{architecture} network's size multiple {multiple}; set it to a "
+                        f"multiple such as {max(1, config['tile_size'] // multiple) * multiple}.")
     return make_spec(config["name"], config["version"], architecture,
                      resolved_config(architecture, config["model"]["config"]),
                      tile_size=config["tile_size"],
@@ -319,11 +324,12 @@ class TrainingRun:
         self.dist = Distributed()
         torch.set_num_threads(config["threads"])
         torch.manual_seed(config["seed"])
-        out.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(out / "log.jsonl", self.dist.main)
-
+        # The network and its spec first: a config the spec refuses stops the run before it
+        # writes anything, not at its first checkpoint minutes later.
         self.model = build(config["model"]["architecture"], **config["model"]["config"])
         self.spec = _spec(config, self.model)
+        out.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(out / "log.jsonl", self.dist.main)
         if config["init"] and not resume:
             init = Path(config["init"])
             if not init.is_file():

@@ -33,7 +33,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.model_spec import DEFAULT_MODEL, MODEL_SUFFIXES, list_models
+from ..core.model_spec import (DEFAULT_MODEL, MODEL_SUFFIXES, WEIGHTS_DIR, card_headline,
+                               list_models)
 from . import ICON_PATH, settings
 from .dependencies import has_nvidia_gpu, is_installed, torch_install_command
 from .i18n import tr
@@ -181,6 +182,9 @@ class SarCloudRemovalDock(QgsDockWidget):
         for name in list_models():
             label = tr("{} (default)").format(name) if name == DEFAULT_MODEL else name
             self.model_combo.addItem(label, name)
+            # the card's headline figures, so the choice is made on what the card states
+            headline = card_headline(WEIGHTS_DIR / f"{name}.md")
+            self.model_combo.setItemData(self.model_combo.count() - 1, headline, Qt.ToolTipRole)
         self.model_combo.addItem(tr("Model file…"), MODEL_FILE)
         self.model_file = QgsFileWidget()
         self.model_file.setFilter(tr("Models") + " (" + " ".join(
