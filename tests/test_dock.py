@@ -208,8 +208,9 @@ def test_every_shipped_model_is_offered_with_its_cards_headline(plugin, sen12, t
     dock = _dock(plugin, tmp_path)
     dock.s2_combo.setLayer(s2)
     offered = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
-    assert offered == list_models() + [""]
-    for index, name in enumerate(list_models()):
+    assert offered[0] == "ibhfn" and dock.model_combo.itemText(0) == "ibhfn (default)"
+    assert sorted(offered[:-1]) == list_models() and offered[-1] == ""
+    for index, name in enumerate(offered[:-1]):
         tooltip = dock.model_combo.itemData(index, Qt.ToolTipRole)
         assert tooltip == card_headline(WEIGHTS_DIR / f"{name}.md")
         assert not tooltip.startswith("no ")

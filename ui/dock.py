@@ -179,7 +179,8 @@ class SarCloudRemovalDock(QgsDockWidget):
         form = QFormLayout(box)
         form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.model_combo = QComboBox()
-        for name in list_models():
+        # the default first, then the other shipped networks by name
+        for name in sorted(list_models(), key=lambda n: (n != DEFAULT_MODEL, n)):
             label = tr("{} (default)").format(name) if name == DEFAULT_MODEL else name
             self.model_combo.addItem(label, name)
             # the card's headline figures, so the choice is made on what the card states
