@@ -18,14 +18,13 @@ The throughput needs a quiet machine: run it when no training shares the cores.
 """
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
 
 from ..core.errors import UserError
-from .evaluate import (write_json_report, load_triplets, restore_through_engine, score_prediction,
-                       summarise)
+from .evaluate import (format_cell, load_triplets, restore_through_engine, score_prediction,
+                       summarise, write_json_report)
 from .regions import REGION_NAMES
 
 # The bench's smallest scene: large enough that loading the model and opening the files are a
@@ -60,11 +59,6 @@ def engine_throughput(model: str, workdir: Path, backend: str) -> dict:
             "megapixels": measured["megapixels"]}
 
 
-def _cell(value, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.{digits}f}"
-
-
 def markdown_table(rows: list, baseline: dict) -> str:
     """One line per model and the cloudy input: size, speed, overall and per-region metrics,
     the gate's means by region and how often SAM is no worse than the input's."""
@@ -75,19 +69,20 @@ def markdown_table(rows: list, baseline: dict) -> str:
     lines = ["| " + " | ".join(titles) + " |", "|---" * len(titles) + "|"]
 
     def metric_cells(means: dict) -> list:
-        return ([_cell(means.get("psnr")), _cell(means.get("ssim"), 3),
-                 _cell(means.get("mae"), 4), _cell(means.get("sam"))]
-                + [_cell(means.get(key), 3 if key.endswith("ssim") else 2) for key in regions])
+        return ([format_cell(means.get("psnr"), 2), format_cell(means.get("ssim"), 3),
+                 format_cell(means.get("mae"), 4), format_cell(means.get("sam"), 2)]
+                + [format_cell(means.get(key), 3 if key.endswith("ssim") else 2)
+                   for key in regions])
 
     lines.append("| cloudy input | – | – | – | " + " | ".join(metric_cells(baseline))
                  + " | – | – | – |")
     for row in rows:
         means = row["mean"]["model"]
-        gates = " / ".join(_cell(means.get(f"gate_{region}")) for region in REGION_NAMES)
-        cells = ([f"{row['name']} {row['version']}", _cell(row["parameters"] / 1e6),
-                  _cell(row["gmac_256"], 1), _cell(row.get("mp_per_s"))]
+        gates = " / ".join(format_cell(means.get(f"gate_{region}"), 2) for region in REGION_NAMES)
+        cells = ([f"{row['name']} {row['version']}", format_cell(row["parameters"] / 1e6, 2),
+                  format_cell(row["gmac_256"], 1), format_cell(row.get("mp_per_s"), 2)]
                  + metric_cells(means)
-                 + [gates, _cell(means.get("gate_auc"), 3),
+                 + [gates, format_cell(means.get("gate_auc"), 3),
                     f"{row['mean']['sam_not_worse_than_input']} of {len(row['images'])}"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

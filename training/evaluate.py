@@ -48,7 +48,7 @@ def load_triplets(folder, split=None, only=None) -> list:
     return [read_triplet(t) for t in found if only is None or t.name in only]
 
 
-def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
+def _pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
     h, w = array.shape[-2:]
     pad = ((0, 0),) * (array.ndim - 2) + ((0, -h % multiple), (0, -w % multiple))
     return np.pad(array, pad, mode="edge")
@@ -120,11 +120,17 @@ def score_prediction(triplet, restored: np.ndarray, gate: np.ndarray) -> dict:
 def score_triplet(predict, triplet, size_multiple: int = 1) -> dict:
     """Score `predict(s2, s1)` (1×C×H×W float32 arrays in, (restored, gate) of the same layout
     out) on one triplet; training's validation calls the network this way."""
+    return score_prediction(triplet, *predict_triplet(predict, triplet, size_multiple))
+
+
+def predict_triplet(predict, triplet, size_multiple: int = 1) -> tuple:
+    """(restored 13×H×W, gate H×W) of `predict(s2, s1)` on one whole triplet: the inputs padded
+    to the network's size multiple (edge values), the outputs cropped back to the scene."""
     h, w = triplet.target.shape[-2:]
-    s2 = pad_to_multiple(triplet.cloudy, size_multiple)[None]
-    s1 = pad_to_multiple(triplet.s1, size_multiple)[None]
+    s2 = _pad_to_multiple(triplet.cloudy, size_multiple)[None]
+    s1 = _pad_to_multiple(triplet.s1, size_multiple)[None]
     restored, gate = predict(s2.astype(np.float32), s1.astype(np.float32))
-    return score_prediction(triplet, restored[0, :, :h, :w], gate[0, 0, :h, :w])
+    return restored[0, :, :h, :w], gate[0, 0, :h, :w]
 
 
 # Packed triplets carry no georeferencing; the engine needs some, so they are written on this
@@ -210,13 +216,15 @@ def summarise(rows) -> dict:
     return means
 
 
+def format_cell(value, digits: int = 4) -> str:
+    """A metric for a table: `digits` decimals, or "–" where it is unknown (None or NaN)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
 def format_table(rows, means) -> str:
     """Plain-text tables: per image and mean metrics (model over baseline), the same by region,
     the gate's means by region and its reliability."""
-    def cell(value) -> str:
-        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
-            else f"{value:.4f}"
-
     def table(keys, title):
         width = 20
         header = f"{title:<34}" + "".join(f"{k:^{width}}" for k in keys)
@@ -225,8 +233,8 @@ def format_table(rows, means) -> str:
                 [("MEAN", means["model"], means["cloudy_input"])]:
             line = f"{name[:33]:<34}"
             for key in keys:
-                baseline = f"({cell(base[key])})" if key in base else ""
-                line += f"{cell(model.get(key)):>9} {baseline:<{width - 10}}"
+                baseline = f"({format_cell(base[key])})" if key in base else ""
+                line += f"{format_cell(model.get(key)):>9} {baseline:<{width - 10}}"
             lines.append(line)
         return lines
 
@@ -237,13 +245,13 @@ def format_table(rows, means) -> str:
               f"SAM not worse than the input's on {means['sam_not_worse_than_input']} of "
               f"{len(rows)} images", "",
               "gate by region (mean): " + ", ".join(
-                  f"{r} {cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES)
+                  f"{r} {format_cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES)
               + f"; clear > {EDGE_DISTANCE} px from cloud "
-                f"{cell(means['model'].get('gate_inner_clear'))}",
+                f"{format_cell(means['model'].get('gate_inner_clear'))}",
               "gate reliability:   gate bin     pixels   clear fraction"]
     for b in means["reliability"]:
         lines.append(f"                  {b['gate_from']:.2f}-{b['gate_to']:.2f} "
-                     f"{b['pixels']:>10}   {cell(b['clear_fraction'])}")
+                     f"{b['pixels']:>10}   {format_cell(b['clear_fraction'])}")
     return "\n".join(lines)
 
 

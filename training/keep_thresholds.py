@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core import keep_clear as kc
 from ..core import metrics
-from .evaluate import pad_to_multiple
+from .evaluate import predict_triplet
 from .regions import CLEAR, triplet_regions
 from .train import build_data, load_config
 
@@ -42,14 +42,15 @@ def main(argv=None) -> int:
         network, _ = load_network(args.checkpoint,
                                   {"output_shut": shut} if shut is not None else None)
         outputs = []
-        multiple = network.size_multiple   # scenes padded as validation pads them
-        with torch.no_grad():
+
+        def predict(s2, s1):
+            out = network(torch.from_numpy(s2), torch.from_numpy(s1))
+            return out.restored.numpy(), out.gate.numpy()
+
+        with torch.no_grad():   # whole scenes, padded as validation pads them
             for t in selection:
-                h, w = t.cloudy.shape[-2:]
-                out = network(torch.from_numpy(pad_to_multiple(t.cloudy, multiple)[None]),
-                              torch.from_numpy(pad_to_multiple(t.s1, multiple)[None]))
-                outputs.append((np.clip(out.restored[0, :, :h, :w].numpy(), 0, 1),
-                                out.gate[0, 0, :h, :w].numpy()))
+                restored, gate = predict_triplet(predict, t, network.size_multiple)
+                outputs.append((np.clip(restored, 0, 1), gate))
         _print_levels("-" if shut is None else f"{shut:.2f}", selection, outputs)
     return 0
 
