@@ -13,9 +13,10 @@ stretched so that it reaches exactly 0 and 1 (`blend_weight`): under opaque clou
 path is shut completely, and the output there is the reconstruction alone, never a dimmed copy
 of the cloud.
 
-The two streams never mix before the bottleneck fusion, and SAR never enters at full resolution,
-where its speckle is strongest. The paper publishes no widths or depths; the defaults are sized
-for the efficient end (≈1.1 M parameters, ≈3.6 GMAC per 256² patch) so it trains on a CPU.
+The two streams never mix before the bottleneck fusion, and by default SAR never enters at full
+resolution, where its speckle is strongest (`sar_full_res` adds a bottleneck fusion there too).
+The paper publishes no widths or depths; the defaults are sized for the efficient end (≈1.1 M
+parameters, ≈3.6 GMAC per 256² patch) so it trains on a CPU.
 
 With `mask_optical` (the shipped configuration) the gate is computed first, from the optical
 encoder's own features (stem and deepest level), and every optical feature level is multiplied
@@ -229,6 +230,9 @@ class IBHFN(nn.Module):
     detached_gates: train the gate by the mask term only.
     gate_scales: with mask_optical, gate from every optical level (MultiScaleGate) instead of
         the stem and a pooled tile-wide context (LocalGlobalGate).
+    sar_full_res: fuse SAR at full resolution too (a bottleneck fusion at level 0). With
+        mask_optical the full-resolution skip is otherwise empty under opaque cloud, so the
+        finest detail the decoder can draw there comes from the half-resolution level.
     output_shut: the gate at or below which the output is the reconstruction alone (GATE_SHUT
         by default). It changes no weight and nothing the decoder sees, only the final blend, so
         it can be chosen after training on selection scenes: at cloud fringes the gate is in
@@ -242,7 +246,8 @@ class IBHFN(nn.Module):
                  downsamplings: int = 3, use_bottleneck: bool = True, use_gate: bool = True,
                  dirac_skip: bool = True, mask_optical: bool = False,
                  scene_context: bool = False, detached_gates: bool = False,
-                 output_shut: float = GATE_SHUT, gate_scales: bool = False):
+                 output_shut: float = GATE_SHUT, gate_scales: bool = False,
+                 sar_full_res: bool = False):
         super().__init__()
         if min(width, sar_width, downsamplings) < 1 or depth < 0:
             raise ValueError("width, sar_width and downsamplings must be at least 1 and depth "
@@ -261,10 +266,13 @@ class IBHFN(nn.Module):
 
         self.optical_encoder = Encoder(S2_CHANNELS, widths, depth)
         self.sar_encoder = Encoder(S1_CHANNELS, sar_widths, depth)
-        # Level 0 is never fused: SAR at full resolution is mostly speckle.
+        # Level 0 is fused only with `sar_full_res`: SAR at full resolution is mostly speckle.
         self.fusions = nn.ModuleList(
             SpatialBottleneckFusion(w, s, variational=use_bottleneck)
             for w, s in zip(widths[1:], sar_widths[1:]))
+        self.full_res_fusion = (SpatialBottleneckFusion(widths[0], sar_widths[0],
+                                                        variational=use_bottleneck)
+                                if sar_full_res else None)
         self.deep_blocks = res_blocks(widths[-1], depth)
         self.upsamples = nn.ModuleList(Upsample(w_in, w_out)
                                        for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]))
@@ -297,6 +305,9 @@ class IBHFN(nn.Module):
                                    len(optical))
             optical = [level * weight for level, weight in zip(optical, clear)]
         skips, kls = [optical[0]], []
+        if self.full_res_fusion is not None:
+            fused, kl = self.full_res_fusion(optical[0], sar[0])
+            skips, kls = [fused], [kl]
         for fusion, o, s in zip(self.fusions, optical[1:], sar[1:]):
             fused, kl = fusion(o, s)
             skips.append(fused)

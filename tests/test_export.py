@@ -214,12 +214,15 @@ def test_shipped_default_model_is_valid_and_its_two_files_agree(real_triplet):
     spec = load_spec(files)
     # as the model card says: 512 px tiles (1.3 tile pixels per output pixel instead of 1.8 at
     # 256, scoring as well on the 512 px Sen1Floods11 scene) and a 64 px overlap (32 left a
-    # faint strip where tiles blend under thick cloud); masked optical features, output_shut 0.7
+    # faint strip where tiles blend under thick cloud); masked optical features, output_shut
+    # 0.7, SAR at full resolution (4.0.0) and keep-clear levels chosen on the selection scenes
     assert (spec.name, spec.architecture, spec.tile_size, spec.overlap) == \
         ("ibhfn", "ibhfn", 512, 64)
     assert {k: spec.config[k] for k in ("mask_optical", "scene_context", "detached_gates",
-                                        "output_shut")} == \
-        {"mask_optical": True, "scene_context": True, "detached_gates": True, "output_shut": 0.7}
+                                        "gate_scales", "sar_full_res", "output_shut")} == \
+        {"mask_optical": True, "scene_context": True, "detached_gates": True,
+         "gate_scales": True, "sar_full_res": True, "output_shut": 0.7}
+    assert (spec.keep_none, spec.keep_full) == (0.6, 0.7)
     network, torch_spec = load_network(files.torch_path)
     assert torch_spec == spec.raw
     s2, s1 = real_batch(real_triplet, [(0, 0, 256, 256)])

@@ -372,3 +372,20 @@ def test_output_shut_moves_only_the_final_blend():
     assert torch.allclose(low.restored, weight * s2 + (1 - weight) * low.reconstruction, atol=1e-5)
     with pytest.raises(UserError, match="output_shut"):
         build("ibhfn", **SMALL, output_shut=GATE_OPEN)
+
+
+def test_full_resolution_sar_fusion_is_one_more_fusion_at_level_zero():
+    """`sar_full_res` adds a bottleneck fusion of the SAR stem into the full-resolution skip and
+    nothing else: with that fusion's output projection at zero the network is the plain one."""
+    torch.manual_seed(0)
+    plain = build("ibhfn", **SMALL, mask_optical=True).eval()
+    full = build("ibhfn", **SMALL, mask_optical=True, sar_full_res=True).eval()
+    keys = full.load_state_dict(plain.state_dict(), strict=False)
+    assert keys.missing_keys and not keys.unexpected_keys
+    assert all(key.startswith("full_res_fusion.") for key in keys.missing_keys)
+    s2, s1 = inputs()
+    with torch.no_grad():
+        assert not torch.equal(full(s2, s1).reconstruction, plain(s2, s1).reconstruction)
+        full.full_res_fusion.fuse.weight.zero_()
+        full.full_res_fusion.fuse.bias.zero_()
+        assert torch.equal(full(s2, s1).reconstruction, plain(s2, s1).reconstruction)
