@@ -304,8 +304,9 @@ class IBHFN(nn.Module):
             clear = pooled_weights(blend_weight(gate.detach() if self.detached_gates else gate),
                                    len(optical))
             optical = [level * weight for level, weight in zip(optical, clear)]
-        skips, kls = [optical[0]], []
-        if self.full_res_fusion is not None:
+        if self.full_res_fusion is None:
+            skips, kls = [optical[0]], []
+        else:
             fused, kl = self.full_res_fusion(optical[0], sar[0])
             skips, kls = [fused], [kl]
         for fusion, o, s in zip(self.fusions, optical[1:], sar[1:]):
