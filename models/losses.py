@@ -152,6 +152,12 @@ class DynamicWeights:
     right; they then ramp in linearly over `ramp_steps`. The KL weight β ramps from 0 over
     `kl_warmup_steps`, so the bottleneck does not collapse before the decoder learns to use
     SAR features. Every weight is non-decreasing in the step.
+
+    `gate_clear` is not a schedule: it is how much more the gate's error on a clear pixel counts
+    than on a cloudy one. A clear pixel the gate calls cloud is repainted, which costs the user
+    the one pixel they know to be true; a thin-cloud pixel the gate calls clear is kept with its
+    haze. Above 1 it moves the cross-entropy's optimum for an uncertain pixel towards "keep"
+    (the optimal gate's odds are `gate_clear` times the posterior odds of clear sky).
     """
     l1: float = 1.0
     ssim: float = 0.2
@@ -163,6 +169,7 @@ class DynamicWeights:
     kl_warmup_steps: int = 1000
     settle_steps: int = 300
     ramp_steps: int = 700
+    gate_clear: float = 1.0
 
     def at(self, step: int) -> dict:
         structure = _ramp(step, self.settle_steps, self.ramp_steps)
@@ -178,14 +185,16 @@ _PROBABILITY_EPS = 1e-6
 
 
 def gate_loss(gate: torch.Tensor, clear: torch.Tensor,
-              weight: torch.Tensor = None) -> torch.Tensor:
+              weight: torch.Tensor = None, clear_weight: float = 1.0) -> torch.Tensor:
     """Binary cross-entropy of an N×1×H×W gate against the N×H×W clear-sky target in [0, 1];
     with an N×H×W `weight`, the weighted mean (pixels of weight 0, whose target is not trusted,
-    count for nothing)."""
+    count for nothing); a clear pixel's term counts `clear_weight` times a cloudy one's."""
     probability = gate[:, 0].clamp(_PROBABILITY_EPS, 1 - _PROBABILITY_EPS)
-    if weight is None:
+    if weight is None and clear_weight == 1.0:
         return F.binary_cross_entropy(probability, clear)
-    weight = weight.to(probability)
+    weight = torch.ones_like(probability) if weight is None else weight.to(probability)
+    if clear_weight != 1.0:
+        weight = weight * (1.0 + (clear_weight - 1.0) * clear)
     return ((F.binary_cross_entropy(probability, clear, reduction="none") * weight).sum()
             / weight.sum().clamp_min(_WEIGHT_EPS))
 
@@ -228,7 +237,7 @@ class JointLoss(nn.Module):
                  "sharpness": _weighted_mean(sharpness_per_image(restored, target, cloudy), w),
                  "kl": output.kl}
         if clear is not None:
-            terms["gate"] = gate_loss(output.gate, clear, gate_weight)
+            terms["gate"] = gate_loss(output.gate, clear, gate_weight, self.weights.gate_clear)
             if output.reconstruction is not None:
                 terms["reconstruction"] = reconstruction_loss(output.reconstruction, target,
                                                               clear, w)

@@ -1,6 +1,8 @@
 """What teaches the gate to close and the reconstruction to reconstruct: the gate's targets
 from exact simulated masks and real masks, the loss terms, the ConfigILM pairs, the regions and
 the fixed selection scenes."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +62,27 @@ def test_gate_term_rewards_the_right_gate_and_pushes_a_wrong_one_shut():
     losses.gate_loss(gate, clear).backward()
     assert (gate.grad[..., 4:] > 0).all()   # descent lowers the gate under cloud
     assert (gate.grad[..., :4] < 0).all()   # and raises it on clear ground
+
+
+def test_weighting_clear_pixels_moves_an_uncertain_gate_to_the_predicted_optimum():
+    """A pixel that is clear in a quarter of the examples: the plain cross-entropy is lowest at
+    gate 0.25; with clear pixels counted 3x, at odds 3 x (1/3) = 1, gate 0.5."""
+    clear = torch.tensor([1.0, 0.0, 0.0, 0.0]).view(4, 1, 1).expand(4, 4, 4).contiguous()
+    levels = torch.linspace(0.01, 0.99, 99)
+
+    def best(clear_weight):
+        scores = [losses.gate_loss(torch.full((4, 1, 4, 4), float(g)), clear,
+                                   clear_weight=clear_weight).item() for g in levels]
+        return float(levels[int(np.argmin(scores))])
+
+    assert best(1.0) == pytest.approx(0.25, abs=0.011)
+    assert best(3.0) == pytest.approx(0.5, abs=0.011)
+    # the per-pixel trust weight still applies on top: untrusted pixels count for nothing
+    trust = torch.ones(4, 4, 4)
+    trust[1:] = 0.0
+    gate = torch.full((4, 1, 4, 4), 0.3)
+    assert losses.gate_loss(gate, clear, trust, 3.0).item() == pytest.approx(
+        -math.log(0.3), rel=1e-5)
 
 
 def test_reconstruction_term_counts_cloud_errors_more_and_only_when_given():

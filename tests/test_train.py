@@ -105,8 +105,12 @@ def test_two_rank_ddp_ends_with_identical_weights(tmp_path, shared_data):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "sar_cloud_removal.cli", "train", "--config", str(config), "--out", str(run_dir)],
         capture_output=True, text=True, timeout=300)
-    # the ranks' own errors come first in stderr, torchrun's summary last
-    assert result.returncode == 0, result.stderr[:3000] + "\n[...]\n" + result.stderr[-1500:]
+    # the ranks' own errors come first in stderr, torchrun's summary last; the log's last
+    # record says whether a failed run got as far as its end
+    log = run_dir / "log.jsonl"
+    last = (log.read_text().splitlines()[-1:] or ["none"]) if log.is_file() else ["no log"]
+    assert result.returncode == 0, (result.stderr[:3000] + "\n[...]\n" + result.stderr[-1500:]
+                                    + "\nlast log record: " + last[0][:300])
     end = _log(run_dir)[-1]
     assert end["kind"] == "end" and end["world_size"] == 2 and end["step"] == 3
     digests = end["rank_weight_digests"]
