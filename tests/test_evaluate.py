@@ -37,6 +37,7 @@ def test_identity_model_scores_exactly_as_the_cloudy_baseline(cli, packed, tmp_p
     # a constant gate separates nothing (blending leaves it constant to float rounding)
     assert row["model"]["gate_auc"] == pytest.approx(0.5, abs=1e-3)
     assert row["gate_mean"] == pytest.approx(0.7)
+    assert row["model"]["clear_kept"] == 1.0 and row["model"]["kept"] == 1.0
     # 316 has no cloud: no cloud-only scores (null), and the means skip it
     assert report["images"][0]["model"]["cloud_mae"] is None
     assert report["mean"]["model"]["cloud_mae"] == pytest.approx(row["model"]["cloud_mae"])
@@ -60,6 +61,32 @@ def test_a_restoring_model_beats_the_baseline_and_its_gate_is_scored(packed):
     assert row["model"]["psnr"] > row["cloudy_input"]["psnr"]
     assert row["model"]["gate_auc"] == 1.0
     assert math.isfinite(row["model"]["sam"])
+    # every clear pixel is the input's own, every cloudy one the target's
+    assert row["model"]["clear_kept"] == 1.0
+    assert row["model"]["kept"] == pytest.approx(1.0 - mask.mean(), abs=1e-3)
+
+
+def test_kept_fractions_count_pixels_equal_to_the_input_dn_in_every_band(packed):
+    """One DN changed in one band is a pixel not kept; DN above the network scale's 1.0 (bright
+    cloud tops, up to 17 014 in the packed triplets) still compare as themselves."""
+    from sar_cloud_removal.training.evaluate import kept_fractions
+    from sar_cloud_removal.training.regions import CLEAR, triplet_regions
+
+    triplet = read_packed(packed, "4287")
+    regions = triplet_regions(triplet)
+    clear = regions == CLEAR
+    assert kept_fractions(triplet.cloudy, triplet.cloudy, regions) == {"clear_kept": 1.0,
+                                                                       "kept": 1.0}
+    bright = triplet.cloudy + 0.5                        # DN 5 000 to 12 939
+    assert bright.max() > 1.0
+    assert kept_fractions(bright, bright, regions)["kept"] == 1.0
+    assert kept_fractions(np.clip(bright, 0, 1), bright, regions)["kept"] < 1.0
+    changed = triplet.cloudy.copy()
+    rows, cols = np.nonzero(clear)
+    changed[4, rows[::2], cols[::2]] += 1e-4            # one DN in B5 of every other clear pixel
+    fractions = kept_fractions(changed, triplet.cloudy, regions)
+    assert fractions["clear_kept"] == pytest.approx(1 - len(rows[::2]) / len(rows))
+    assert fractions["kept"] == pytest.approx(1 - len(rows[::2]) / regions.size)
 
 
 def test_empty_data_folder_is_one_clear_error(cli, tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 from ..core import metrics
 from ..core.backends import BACKENDS, DEVICES
 from ..core.errors import UserError
+from ..core.sensors import S2_SCALE
 from .packed import find_packed, read_packed
 from .regions import CLEAR, EDGE_DISTANCE, REGION_NAMES, inner_clear, triplet_regions
 from .sen12mscr import SPLITS, find_triplets, read_triplet
@@ -96,8 +97,9 @@ def score_prediction(triplet, restored: np.ndarray, gate: np.ndarray) -> dict:
     """One image's row: model and cloudy-input metrics overall and per region, the gate's
     calibration, and the gate AUC where a mask exists. `restored` is 13×H×W on [0, 1] (clipped
     here, the range the protocol compares on), `gate` H×W."""
-    restored = np.clip(restored, 0.0, 1.0)
     regions = triplet_regions(triplet)
+    kept = kept_fractions(restored, triplet.cloudy, regions)   # before clipping: DN above 10000
+    restored = np.clip(restored, 0.0, 1.0)
     valid = np.isfinite(gate)
     gate = np.where(valid, gate, 0.0)
     row = {"name": triplet.name,
@@ -110,11 +112,25 @@ def score_prediction(triplet, restored: np.ndarray, gate: np.ndarray) -> dict:
            "region_fractions": [float((regions == c).mean()) for c in range(len(REGION_NAMES))],
            "calibration": gate_calibration(gate, regions)}
     row["model"].update({k: v for k, v in row["calibration"].items() if k.startswith("gate_")})
+    row["model"].update(kept)
     row["model"]["gate_mae"] = float(np.abs(gate - (regions == CLEAR)).mean())
     if triplet.cloud_mask is not None:
         row["cloud_fraction"] = float(triplet.cloud_mask.mean())
         row["model"]["gate_auc"] = metrics.gate_auc(gate, triplet.cloud_mask)
     return row
+
+
+def kept_fractions(restored: np.ndarray, cloudy: np.ndarray, regions: np.ndarray) -> dict:
+    """Which share of the clear pixels, and of all pixels, come out as the cloudy input's own DN
+    in every band ("clear_kept", "kept"): what keep-clear promises, judged pixel by pixel.
+
+    The mask says clear where the gate may not (hazy ground, bright roofs); a clear pixel the
+    gate holds below the keep level is repainted, and this is the share that was not.
+    """
+    same = (np.rint(restored * S2_SCALE) == np.rint(cloudy * S2_SCALE)).all(axis=0)
+    clear = regions == CLEAR
+    return {"clear_kept": float(same[clear].mean()) if clear.any() else math.nan,
+            "kept": float(same.mean())}
 
 
 def score_triplet(predict, triplet, size_multiple: int = 1) -> dict:
@@ -150,7 +166,7 @@ def write_triplet_inputs(triplet, folder: Path):
                "transform": Affine(*_STAND_IN_TRANSFORM)}
     s2_path, s1_path = folder / "s2.tif", folder / "s1.tif"
     with rasterio.open(s2_path, "w", count=13, dtype="uint16", **profile) as dst:
-        dst.write(np.rint(triplet.cloudy * 10000.0).astype(np.uint16))
+        dst.write(np.rint(triplet.cloudy * S2_SCALE).astype(np.uint16))
     low, high = S1_DB_RANGE
     with rasterio.open(s1_path, "w", count=2, dtype="float32", **profile) as dst:
         dst.write((triplet.s1 * (high - low) + low).astype(np.float32))
@@ -172,7 +188,7 @@ def restore_through_engine(triplet, folder: Path, **request) -> tuple:
                                           out_path=str(folder / "restored.tif"),
                                           s2_offset=0, **request))
     with rasterio.open(result.out_path) as src:
-        restored = src.read().astype(np.float32) / 10000.0
+        restored = src.read().astype(np.float32) / np.float32(S2_SCALE)
     with rasterio.open(result.gate_path) as src:
         gate = src.read(1).astype(np.float32)
     return restored, gate, result
@@ -248,6 +264,9 @@ def format_table(rows, means) -> str:
                   f"{r} {format_cell(means['model'].get('gate_' + r))}" for r in REGION_NAMES)
               + f"; clear > {EDGE_DISTANCE} px from cloud "
                 f"{format_cell(means['model'].get('gate_inner_clear'))}",
+              "kept as the input's DN in every band: "
+              f"{format_cell(means['model'].get('clear_kept'))} of clear pixels, "
+              f"{format_cell(means['model'].get('kept'))} of all",
               "gate reliability:   gate bin     pixels   clear fraction"]
     for b in means["reliability"]:
         lines.append(f"                  {b['gate_from']:.2f}-{b['gate_to']:.2f} "
