@@ -35,6 +35,23 @@ def test_simulated_gate_target_is_one_exactly_where_no_cloud_touched(packed):
     assert np.array_equal(sample.cloudy[:, untouched], clear[:, untouched])
 
 
+def test_haze_below_the_clear_level_is_clear_and_opaque_cloud_still_shuts(packed):
+    """clear_below 0.15: a pixel dimmed by at most 15 % targets exactly 1, the target then falls
+    as the plain one does from 0, and opaque cloud still asks the gate to close."""
+    clear = read_packed(packed, "316").target
+    sample = simulate_clouds(clear, np.random.default_rng(3), kind="mixed", coverage=0.7)
+    plain, lenient = clear_sky_target(sample), clear_sky_target(sample, 0.15)
+    opacity = 1 - (1 - sample.cloud) * (1 - sample.shadow)
+    light = (opacity > 0) & (opacity <= 0.15)
+    assert light.any() and np.all(lenient[light] == 1.0) and np.all(plain[light] < 1.0)
+    assert np.all(lenient >= plain)
+    heavier = opacity > 0.15
+    assert np.all(lenient[heavier] < 1.0)
+    assert lenient[opacity > 0.9].max() < 0.01
+    with pytest.raises(ValueError, match="clear_below"):
+        clear_sky_target(sample, 1.0)
+
+
 def test_training_examples_carry_the_gate_target_of_their_source(packed):
     triplet = read_packed(packed, "746")   # partly cloudy, with a real mask
     rng = np.random.default_rng(1)

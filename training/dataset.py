@@ -24,10 +24,10 @@ _CROP_ATTEMPTS = 10
 class SyntheticClouds:
     """Crops of clear pairs under freshly simulated clouds (the target is the clear crop)."""
 
-    def __init__(self, pairs, kind: str = "mixed"):
+    def __init__(self, pairs, kind: str = "mixed", clear_below: float = 0.0):
         if not pairs:
             raise ValueError("synthetic clouds need at least one clear S1+S2 pair")
-        self.pairs, self.kind = list(pairs), kind
+        self.pairs, self.kind, self.clear_below = list(pairs), kind, clear_below
 
     def draw(self, rng: np.random.Generator, size: int) -> dict:
         for _ in range(_CROP_ATTEMPTS):
@@ -40,7 +40,8 @@ class SyntheticClouds:
         sample = simulate_clouds(s2, rng, kind=self.kind)
         # the engine clips inputs to [0, 1]; bright simulated cloud must look the same
         return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2,
-                "clear": clear_sky_target(sample), "gate_weight": np.ones_like(s2[0]),
+                "clear": clear_sky_target(sample, self.clear_below),
+                "gate_weight": np.ones_like(s2[0]),
                 "image_weight": np.float32(1.0)}
 
 
