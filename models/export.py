@@ -110,6 +110,33 @@ def load_network(path, settings: dict = None) -> tuple:
     return network.eval(), raw
 
 
+def load_ensemble(paths, settings: dict = None):
+    """The checkpoints at `paths` as one Ensemble (models/ensemble.py) and the raw spec its files
+    should start from: the first member's, with architecture "ensemble", each member's
+    architecture and config, and a size multiple that fits them all; tiling and keep-clear
+    levels are the first's (the export command can override both). `settings` apply to every
+    member, as in `load_network`. The members must agree on the data conventions, since they
+    read the same tensors."""
+    from .ensemble import Ensemble
+
+    loaded = [load_network(path, settings) for path in paths]
+    first = loaded[0][1]
+    for path, (_, raw) in zip(paths[1:], loaded[1:]):
+        for key in ("s2_bands", "s1_bands", "s2_scale", "s1_db_range"):
+            if raw[key] != first[key]:
+                raise UserError(f"The checkpoints {paths[0]} and {path} differ in {key} "
+                                f"({first[key]} against {raw[key]}); an ensemble's members read the "
+                                f"same inputs, so give checkpoints that agree.")
+    members = [{"architecture": raw["architecture"], "config": raw["config"]}
+               for _, raw in loaded]
+    network = Ensemble(members)
+    for slot, (member, _) in zip(network.members, loaded):
+        slot.load_state_dict(member.state_dict(), strict=True)
+    raw = {**first, "architecture": "ensemble", "config": {"members": members},
+           "size_multiple": network.size_multiple}
+    return network.eval(), raw
+
+
 def initial_network(architecture: str, config: dict = None, seed: int = 0):
     """A freshly initialised network, reproducible from `seed` (for shipping untrained defaults
     and for tests)."""
@@ -123,8 +150,11 @@ def initial_network(architecture: str, config: dict = None, seed: int = 0):
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT.pt",
-                        help="a checkpoint written by `sar-cloud-removal train`")
+    source.add_argument("--checkpoint", metavar="CKPT.pt", nargs="+",
+                        help="a checkpoint written by `sar-cloud-removal train`; several make "
+                             "one ensemble network that averages their restorations and gates "
+                             "(name, version, tiling and keep-clear levels default to the "
+                             "first's)")
     source.add_argument("--untrained", metavar="ARCHITECTURE",
                         help="export a freshly initialised (seeded) network of a registered "
                              "architecture instead, e.g. ibhfn")
@@ -191,9 +221,14 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise UserError(f"The output folder {out.parent} does not exist; create it first.")
     if args.checkpoint:
-        if not Path(args.checkpoint).is_file():
-            raise UserError(f"The checkpoint {args.checkpoint} does not exist.")
-        network, stored = load_network(args.checkpoint, _parse_config(args.config or "{}"))
+        for path in args.checkpoint:
+            if not Path(path).is_file():
+                raise UserError(f"The checkpoint {path} does not exist.")
+        settings = _parse_config(args.config or "{}")
+        if len(args.checkpoint) == 1:
+            network, stored = load_network(args.checkpoint[0], settings)
+        else:
+            network, stored = load_ensemble(args.checkpoint, settings)
     else:
         config = resolved_config(args.untrained, _parse_config(args.config or "{}"))
         network = initial_network(args.untrained, config, args.seed).eval()

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..core.errors import UserError
 from .dsen2cr import DSen2CR
+from .ensemble import Ensemble
 from .ibhfn import IBHFN
 from .identity import IdentityNetwork
 from .mmcanet import MMCANet
@@ -20,6 +21,7 @@ ARCHITECTURES = {
     "mmcanet": MMCANet,
     "sgbafm": SGBAFMNet,
     "identity": IdentityNetwork,
+    "ensemble": Ensemble,
 }
 
 

@@ -9,3 +9,7 @@ SMALL_CONFIGS = {
     "sgbafm": dict(width=4, directed_width=8, blocks=1, attention_dim=8, heads=2, window=2),  # 32
     "identity": {},                                                                   # 1
 }
+# an ensemble of two of them (models/ensemble.py): lcm(4, 1) = 4
+SMALL_CONFIGS["ensemble"] = dict(members=[
+    {"architecture": "ibhfn", "config": SMALL_CONFIGS["ibhfn"]},
+    {"architecture": "dsen2cr", "config": SMALL_CONFIGS["dsen2cr"]}])

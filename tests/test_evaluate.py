@@ -23,6 +23,8 @@ def test_identity_model_scores_exactly_as_the_cloudy_baseline(cli, packed, tmp_p
     assert result.returncode == 0, result.stderr
     assert "MEAN" in result.stdout
     report = json.loads(report_path.read_text())
+    table = report_path.with_suffix(".txt").read_text()   # the printed tables, beside the JSON
+    assert table.strip() in result.stdout and f"{report['mean']['model']['psnr']:.4f}" in table
     assert report["model"]["backend"] == "onnxruntime"
     assert [row["name"] for row in report["images"]] == ["316", "581"]
 

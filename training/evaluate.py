@@ -310,7 +310,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overlap", type=int, default=None,
                         help="tile overlap in pixels (default: the model's own)")
     parser.add_argument("--out", default=None, metavar="REPORT.json",
-                        help="write the full report (per-image rows and means) as JSON")
+                        help="write the full report (per-image rows and means) as JSON, "
+                             "and the printed tables beside it as REPORT.txt")
     parser.add_argument("--sheet", default=None, metavar="SHEET.png",
                         help="write the picture sheet (cloudy | restored | truth | gate per "
                              "image, true colour with a fixed stretch)")
@@ -348,9 +349,10 @@ def run(args) -> int:
                         "keep_clear": not args.raw_network},
               "data": [str(Path(d)) for d in args.data], "images": rows, "mean": means,
               "seconds": round(time.perf_counter() - started, 2), "messages": notes}
-    print(format_table(rows, means))
+    table = format_table(rows, means)
+    print(table)
     if args.out:
-        write_json_report(Path(args.out), report)
+        write_json_report(Path(args.out), report, table)
     if args.sheet:
         from .picture_sheet import write_picture_sheet
 
@@ -359,10 +361,14 @@ def run(args) -> int:
     return 0
 
 
-def write_json_report(out: Path, report: dict) -> None:
+def write_json_report(out: Path, report: dict, table: str = None) -> None:
+    """The report as JSON at `out`; with `table`, the same figures as printed at `out`.txt, so
+    the text beside a committed report can never describe another run."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(json_safe(report), indent=2))
+        if table is not None:
+            out.with_suffix(".txt").write_text(table + "\n")
     except OSError as exc:
         raise UserError(f"Cannot write the report to {out} ({exc.strerror}); choose a "
                         f"writable path.") from exc
