@@ -61,6 +61,14 @@ def test_training_examples_carry_the_gate_target_of_their_source(packed):
     synthetic = SyntheticClouds([as_clear_pair(triplet)]).draw(np.random.default_rng(2), 64)
     assert synthetic["clear"].shape == (64, 64)
     assert 0.0 <= synthetic["clear"].min() and synthetic["clear"].max() <= 1.0
+    assert np.all(synthetic["gate_weight"] == 1.0)
+    # data.synthetic_gate_weight 0: the same draw, its mask left out of the gate's loss only
+    silent = SyntheticClouds([as_clear_pair(triplet)], gate_weight=0.0).draw(
+        np.random.default_rng(2), 64)
+    assert np.all(silent["gate_weight"] == 0.0) and silent["image_weight"] == 1.0
+    assert all(np.array_equal(silent[k], synthetic[k]) for k in ("s2", "s1", "target", "clear"))
+    with pytest.raises(ValueError, match="gate weight"):
+        SyntheticClouds([as_clear_pair(triplet)], gate_weight=-1.0)
 
 
 def _output(gate, reconstruction=None, restored=None):

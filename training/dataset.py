@@ -22,12 +22,20 @@ _CROP_ATTEMPTS = 10
 
 
 class SyntheticClouds:
-    """Crops of clear pairs under freshly simulated clouds (the target is the clear crop)."""
+    """Crops of clear pairs under freshly simulated clouds (the target is the clear crop).
 
-    def __init__(self, pairs, kind: str = "mixed", clear_below: float = 0.0):
+    `gate_weight` is how much their exact masks count in the gate's loss (0: the gate learns
+    from real clouds alone; the image terms are unchanged).
+    """
+
+    def __init__(self, pairs, kind: str = "mixed", clear_below: float = 0.0,
+                 gate_weight: float = 1.0):
         if not pairs:
             raise ValueError("synthetic clouds need at least one clear S1+S2 pair")
+        if gate_weight < 0:
+            raise ValueError("the simulated clouds' gate weight must be at least 0")
         self.pairs, self.kind, self.clear_below = list(pairs), kind, clear_below
+        self.gate_weight = np.float32(gate_weight)
 
     def draw(self, rng: np.random.Generator, size: int) -> dict:
         for _ in range(_CROP_ATTEMPTS):
@@ -41,7 +49,7 @@ class SyntheticClouds:
         # the engine clips inputs to [0, 1]; bright simulated cloud must look the same
         return {"s2": np.clip(sample.cloudy, 0.0, 1.0), "s1": s1, "target": s2,
                 "clear": clear_sky_target(sample, self.clear_below),
-                "gate_weight": np.ones_like(s2[0]),
+                "gate_weight": np.full_like(s2[0], self.gate_weight),
                 "image_weight": np.float32(1.0)}
 
 

@@ -32,7 +32,8 @@ DEFAULTS = {
              "selection_pairs": [], "validation_folders": ["sen12mscr"],
              "synthetic_weight": 1.0, "real_weight": 0.0, "optical_pairs_weight": 0.0,
              "pair_weights": {},
-             "clouds_over_packed_targets": True, "cloud_kind": "mixed", "clear_below": 0.0},
+             "clouds_over_packed_targets": True, "cloud_kind": "mixed", "clear_below": 0.0,
+             "synthetic_gate_weight": 1.0},
     "loss": {}, "loss_step_offset": 0,
     "crop": 128, "batch": 4, "steps": 1000, "lr": 3e-4, "weight_decay": 0.0,
     "warmup_steps": 50, "grad_clip": 1.0, "seed": 0, "threads": 2, "workers": 0,
@@ -162,7 +163,8 @@ def build_data(config: dict):
         total = sum(factors.values())
         for name, group in groups.items():
             if factors[name] > 0:
-                sources.append(SyntheticClouds(group, data["cloud_kind"], data["clear_below"]))
+                sources.append(SyntheticClouds(group, data["cloud_kind"], data["clear_below"],
+                                               data["synthetic_gate_weight"]))
                 weights.append(data["synthetic_weight"] * factors[name] / total)
     if data["real_weight"] > 0:
         sources.append(RealTriplets(train_real))
