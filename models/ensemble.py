@@ -1,10 +1,11 @@
 """Several trained networks run as one: their restorations and gates averaged.
 
-With six real triplets to learn from, two runs of the same recipe that differ only in their seed
-end 0.4 dB apart on the selection scenes and err in different places (docs/EVALUATION.md), so
-the mean of their outputs is closer to the truth than either. Averaging weights instead fails:
-runs from different initialisations share no basin, and even from one initialisation the
-averaged net blurs its gate.
+Averaging the outputs of independently trained networks cancels the errors they do not share;
+averaging their weights instead fails (runs from different initialisations share no basin, and
+even from one initialisation the averaged net blurs its gate). On our six real triplets two
+seeds of 4.0.0's recipe share most of their errors, and their average scores no better than the
+better one (docs/EVALUATION.md, "Two seeds averaged"), so the default stays one network; members
+trained on more data may differ more usefully.
 
 An ensemble is an ordinary registry network (architecture "ensemble", config
 {"members": [{"architecture", "config"}, ...]}), so a spec still rebuilds it, its state dict is
