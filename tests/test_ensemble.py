@@ -45,6 +45,7 @@ def test_exported_ensemble_outputs_the_mean_of_its_members_on_real_data(tmp_path
         for key, tensor in member.state_dict().items():
             assert torch.equal(saved[f"members.{index}.{key}"], tensor)
 
+
 def test_an_ensemble_of_one_network_twice_is_that_network(real_triplet):
     config = resolved_config("ibhfn", SMALL)
     single = initial_network("ibhfn", config, seed=3).eval()
@@ -59,7 +60,7 @@ def test_an_ensemble_of_one_network_twice_is_that_network(real_triplet):
 
 def test_members_on_other_data_conventions_are_refused_in_one_sentence(tmp_path, cli):
     _member(tmp_path, "a", seed=1)
-    network = _member(tmp_path, "c", seed=2, tile_size=512)
+    network = _member(tmp_path, "c", seed=2)
     spec = read_checkpoint(tmp_path / "c.pt")["spec"]
     save_checkpoint(network, {**spec, "s1_db_range": [-30, 5]}, tmp_path / "c.pt")
     result = cli("export", "--checkpoint", tmp_path / "a.pt", tmp_path / "c.pt",

@@ -8,6 +8,7 @@ keep-clear follow the borrowed gate. Training's validation (training.train.valid
 the four pairings. Architectures with a `gate` module only (IB-HFN).
 """
 import argparse
+import copy
 
 from torch import nn
 
@@ -60,11 +61,14 @@ def main(argv=None) -> int:
             loaded.load_state_dict(average)
         return loaded
 
+    # each checkpoint read once; WithGateOf replaces its body's gate, so a swap runs on copies
+    networks = {path: network(path) for path in (args.body, args.gate)}
     keys = ("cloud_psnr", "thin_psnr", "thick_psnr", "gate_clear", "gate_thin", "gate_thick")
     print("body gate " + " ".join(keys))
     for body, gate in ((args.body, args.body), (args.gate, args.gate),
                        (args.body, args.gate), (args.gate, args.body)):
-        scored = network(body) if body == gate else WithGateOf(network(body), network(gate))
+        scored = networks[body] if body == gate else \
+            WithGateOf(copy.deepcopy(networks[body]), networks[gate])
         means = validate(scored, selection, scored.size_multiple)
         print(f"{body} {gate} " + " ".join(f"{means['model'][k]:.3f}" for k in keys), flush=True)
     return 0
